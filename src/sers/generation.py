@@ -1,0 +1,287 @@
+"""One batched generation path for synthesis, self-evolution and evaluation.
+
+Rows are left-padded; rows that start with the same tokens (every row of a task starts with the
+task instruction) share one forward pass over that prefix, whose KV cache is then repeated for
+every row — the same maths, computed once. The same machinery scores continuations and computes
+the teacher-forced training loss, so there is one notion of "a batch" in the whole library.
+
+Blend decoding (label self-evolution, METHOD.md §5) runs θ0 and θt in the same forward: the batch
+holds each row twice, once with the LoRA adapter switched off (peft's mixed-adapter batches,
+`adapter_names="__base__"`), so the weights are read once per step for both models.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from transformers import DynamicCache
+
+from .progress import progress
+
+MIN_SHARED_PREFIX = 4  # below this a separate prefix pass costs more than it saves
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How the next token is chosen. Greedy unless `do_sample`."""
+
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    max_new_tokens: int = 128
+    stop_at_eos: bool = True  # False makes every row produce exactly max_new_tokens (benchmarks)
+
+
+@dataclass(frozen=True)
+class Blend:
+    """p = α·p_θ0 + (1−α)·p_θt; `mode="logit"` mixes exp(raw logits) as the released code did."""
+
+    alpha: float
+    mode: str = "probability"
+    adapter: str = "default"
+
+
+@dataclass
+class Generated:
+    token_ids: list[int]
+    text: str
+    logprob_sum: float  # of the chosen tokens under the decoding distribution (before sampling tweaks)
+
+    @property
+    def mean_logprob(self) -> float:
+        return self.logprob_sum / max(1, len(self.token_ids))
+
+
+@dataclass
+class PackedBatch:
+    """Rows laid out as [shared prefix][left padding][own suffix]."""
+
+    prefix: torch.Tensor          # [P]
+    suffix: torch.Tensor          # [R, S], left-padded
+    suffix_mask: torch.Tensor     # [R, S]
+    lengths: list[int] = field(default_factory=list)  # full length of each row
+
+    @property
+    def prefix_len(self) -> int:
+        return int(self.prefix.numel())
+
+
+def common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
+    first, n = seqs[0], min(len(s) for s in seqs)
+    for i in range(n):
+        tok = first[i]
+        if any(s[i] != tok for s in seqs):
+            return i
+    return n
+
+
+def pack(seqs: Sequence[Sequence[int]], pad_id: int, share_prefix: bool, keep_last: int = 1) -> PackedBatch:
+    """Split rows into a shared prefix and left-padded suffixes (each keeps ≥ `keep_last` tokens)."""
+    p = 0
+    if share_prefix and len(seqs) > 1:
+        p = min(common_prefix_len(seqs), min(len(s) for s in seqs) - keep_last)
+        if p < MIN_SHARED_PREFIX:
+            p = 0
+    suffixes = [list(s[p:]) for s in seqs]
+    width = max(len(s) for s in suffixes)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(suffixes):
+        if s:
+            ids[i, width - len(s):] = torch.tensor(s)
+            mask[i, width - len(s):] = 1
+    return PackedBatch(torch.tensor(list(seqs[0][:p]), dtype=torch.long), ids, mask, [len(s) for s in seqs])
+
+
+def _adapter_kwargs(adapter_names: list[str] | None) -> dict:
+    return {} if adapter_names is None else {"adapter_names": adapter_names}
+
+
+def forward_packed(model, batch: PackedBatch, adapter_names: list[str] | None = None,
+                   prefix_adapters: list[str] | None = None, use_cache: bool = False):
+    """Run the model over a packed batch; return (logits over the suffix [R, S, V], cache, mask).
+
+    With a shared prefix, the prefix runs once per distinct adapter in `prefix_adapters` (rows must
+    be grouped by adapter, in that order) and its cache is repeated across the rows of each group.
+    """
+    device = next(model.parameters()).device
+    rows = batch.suffix.shape[0]
+    p = batch.prefix_len
+    suffix = batch.suffix.to(device)
+    suffix_mask = batch.suffix_mask.to(device)
+    cache = None
+    if p:
+        groups = prefix_adapters or [None]
+        prefix = batch.prefix.to(device)[None].expand(len(groups), -1)
+        kwargs = _adapter_kwargs(prefix_adapters)
+        out = model(input_ids=prefix, use_cache=True, **kwargs)
+        cache = out.past_key_values
+        cache.batch_repeat_interleave(rows // len(groups))
+    mask = torch.cat([torch.ones(rows, p, dtype=torch.long, device=device), suffix_mask], dim=1)
+    positions = (p + suffix_mask.cumsum(-1) - 1).clamp(min=0)
+    if cache is None and use_cache:
+        cache = DynamicCache()
+    out = model(input_ids=suffix, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                use_cache=use_cache or p > 0, **_adapter_kwargs(adapter_names))
+    return out.logits, out.past_key_values, mask
+
+
+def _apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+    # HF semantics: divide positive logits, multiply negative ones, for every token already present.
+    penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
+    return torch.where(seen, penalised, logits)
+
+
+def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    if top_p >= 1.0:
+        return logits
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    cum = sorted_logits.softmax(-1).cumsum(-1)
+    drop = cum - sorted_logits.softmax(-1) > top_p  # keep the smallest set whose mass reaches top_p
+    sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+    return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+
+
+def blend_logprobs(logits_base: torch.Tensor, logits_tuned: torch.Tensor, alpha: float, mode: str) -> torch.Tensor:
+    """log(α·p_θ0 + (1−α)·p_θt) computed in log space; `logit` mode mixes exp(raw logits)."""
+    if mode == "probability":
+        a, b = logits_base.float().log_softmax(-1), logits_tuned.float().log_softmax(-1)
+    elif mode == "logit":
+        a, b = logits_base.float(), logits_tuned.float()
+    else:
+        raise ValueError(f"unknown blend mode {mode!r}")
+    log_alpha = math.log(alpha) if alpha > 0 else float("-inf")
+    log_beta = math.log(1 - alpha) if alpha < 1 else float("-inf")
+    mixed = torch.logaddexp(a + log_alpha, b + log_beta)
+    return mixed.log_softmax(-1)  # a no-op for probabilities; normalises the logit mixture
+
+
+def eos_ids(model, tokenizer) -> set[int]:
+    ids = {tokenizer.eos_token_id}
+    gen = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids.update(gen if isinstance(gen, list) else [gen])
+    return {i for i in ids if i is not None}
+
+
+@torch.no_grad()
+def _decode_batch(model, tokenizer, seqs: list[list[int]], sampling: Sampling, generator: torch.Generator | None,
+                  blend: Blend | None, share_prefix: bool) -> list[Generated]:
+    device = next(model.parameters()).device
+    n = len(seqs)
+    stop_ids = eos_ids(model, tokenizer)
+    if blend is None:
+        batch = pack(seqs, tokenizer.pad_token_id, share_prefix)
+        logits, cache, mask = forward_packed(model, batch, use_cache=True)
+        adapters = None
+    else:  # each row twice: θ0 (adapter off) then θt, one forward for both
+        batch = pack(seqs + seqs, tokenizer.pad_token_id, share_prefix)
+        adapters = ["__base__"] * n + [blend.adapter] * n
+        logits, cache, mask = forward_packed(model, batch, adapter_names=adapters,
+                                             prefix_adapters=["__base__", blend.adapter], use_cache=True)
+    next_logits = logits[:, -1, :].float()
+    positions = (batch.prefix_len + batch.suffix_mask.sum(-1)).to(device)  # next position per row
+    vocab = next_logits.shape[-1]
+    seen = None
+    if sampling.repetition_penalty != 1.0:
+        seen = torch.zeros((n, vocab), dtype=torch.bool, device=device)
+        for i, s in enumerate(seqs):
+            seen[i, torch.tensor(s, device=device).clamp(max=vocab - 1)] = True
+    out_tokens: list[list[int]] = [[] for _ in range(n)]
+    logprob = torch.zeros(n, dtype=torch.float64, device=device)
+    done = torch.zeros(n, dtype=torch.bool, device=device)
+    for _ in range(sampling.max_new_tokens):
+        if blend is None:
+            logp = next_logits.log_softmax(-1)
+        else:
+            logp = blend_logprobs(next_logits[:n], next_logits[n:], blend.alpha, blend.mode)
+        scores = logp
+        if seen is not None:
+            scores = _apply_repetition_penalty(scores if blend else next_logits, seen, sampling.repetition_penalty)
+        if sampling.do_sample:
+            scores = _top_p_filter(scores / sampling.temperature, sampling.top_p)
+            token = torch.multinomial(scores.softmax(-1), 1, generator=generator).squeeze(-1)
+        else:
+            token = scores.argmax(-1)
+        chosen_lp = logp.gather(-1, token[:, None]).squeeze(-1)
+        logprob += torch.where(done, torch.zeros_like(chosen_lp), chosen_lp).double()
+        for i in range(n):
+            if not done[i]:
+                out_tokens[i].append(int(token[i]))
+        if sampling.stop_at_eos:
+            done |= torch.tensor([int(t) in stop_ids for t in token.tolist()], device=device)
+        if seen is not None:
+            seen[torch.arange(n, device=device), token] = True
+        if bool(done.all()):
+            break
+        step_tokens = token if blend is None else torch.cat([token, token])
+        rows = step_tokens.shape[0]
+        mask = torch.cat([mask, torch.ones(rows, 1, dtype=mask.dtype, device=device)], dim=1)
+        step_pos = positions if blend is None else torch.cat([positions, positions])
+        out = model(input_ids=step_tokens[:, None], attention_mask=mask, position_ids=step_pos[:, None],
+                    past_key_values=cache, use_cache=True, **_adapter_kwargs(adapters))
+        cache = out.past_key_values
+        next_logits = out.logits[:, -1, :].float()
+        positions = positions + 1
+    results = []
+    for i in range(n):
+        toks = out_tokens[i]
+        if sampling.stop_at_eos and toks and toks[-1] in stop_ids:
+            toks = toks[:-1]
+        results.append(Generated(toks, tokenizer.decode(toks, skip_special_tokens=True), float(logprob[i])))
+    return results
+
+
+def batches_by_length(seqs: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length (less padding), in a deterministic order."""
+    order = sorted(range(len(seqs)), key=lambda i: (len(seqs[i]), i))
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def generate(model, tokenizer, prompts: Sequence[Sequence[int]], sampling: Sampling, batch_size: int = 8,
+             seed: int = 0, blend: Blend | None = None, share_prefix: bool = True,
+             desc: str | None = None) -> list[Generated]:
+    """Generate a continuation for every prompt (token ids), in input order.
+
+    Sampling draws from a generator seeded by `seed` and the batch's position, so the same inputs
+    and settings give the same outputs on the same device.
+    """
+    prompts = [list(p) for p in prompts]
+    results: list[Generated | None] = [None] * len(prompts)
+    groups = batches_by_length(prompts, batch_size)
+    device = next(model.parameters()).device
+    for b, idx in enumerate(progress(groups, desc=desc or "generate", unit="batch")):
+        gen = None
+        if sampling.do_sample:
+            gen = torch.Generator(device=device).manual_seed(seed * 1_000_003 + b)
+        for i, g in zip(idx, _decode_batch(model, tokenizer, [prompts[i] for i in idx], sampling, gen, blend,
+                                           share_prefix)):
+            results[i] = g
+    return results  # type: ignore[return-value]
+
+
+def continuation_logprobs(model, pad_id: int, prompts: Sequence[Sequence[int]],
+                          continuations: Sequence[Sequence[int]], batch_size: int = 8,
+                          share_prefix: bool = True) -> list[list[float]]:
+    """Per-token log p(continuation | prompt) for every pair (teacher forcing, batched)."""
+    seqs = [list(p) + list(c) for p, c in zip(prompts, continuations)]
+    out: list[list[float] | None] = [None] * len(seqs)
+    with torch.no_grad():
+        for idx in batches_by_length(seqs, batch_size):
+            keep = min(len(continuations[i]) for i in idx) + 1
+            batch = pack([seqs[i] for i in idx], pad_id, share_prefix, keep_last=keep)
+            logits, _, _ = forward_packed(model, batch)
+            logp = logits.float().log_softmax(-1)
+            width = batch.suffix.shape[1]
+            for row, i in enumerate(idx):
+                n_cont = len(continuations[i])
+                if n_cont == 0:
+                    out[i] = []
+                    continue
+                targets = batch.suffix[row, width - n_cont:].to(logp.device)
+                preds = logp[row, width - n_cont - 1: width - 1]
+                out[i] = preds.gather(-1, targets[:, None]).squeeze(-1).tolist()
+    return out  # type: ignore[return-value]
