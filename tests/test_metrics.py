@@ -145,6 +145,8 @@ def test_method_table_markdown_and_csv(tmp_path):
     assert lines[0] == "| method | order | AR ± SE | BWT ± SE | FWT |"
     assert lines[1] == "|---|---|---|---|---|"
     assert len(lines) == 2 + len(df)
+    # sers mean: BWT −17.5 for both orders, SE sqrt(3² + 3²)/2 = 2.12; FWT SE per order sqrt(50)/2,
+    # combined sqrt(2 · 50/4)/2 = 2.5
     assert "| sers | mean | 69.33 ± 1.22 | -17.50 ± 2.12 | 2.50 ± 2.50 |" in lines
     out = tmp_path / "t.csv"
     write_table_csv(num, out)

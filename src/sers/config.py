@@ -101,10 +101,10 @@ def check_data_files(config: dict, source: str = "config") -> None:
 
 
 def task_filter_settings(config: dict, task: str) -> dict[str, Any]:
-    """filter.defaults overlaid with filter.tasks[task]: the exact thresholds one filter job uses."""
-    merged = dict(config["filter"]["defaults"])
-    merged.update(config["filter"]["tasks"].get(task, {}))
-    return merged
+    """The exact thresholds one task's filter job uses (see sers.filtering.settings_for_task)."""
+    from .filtering import settings_for_task
+
+    return settings_for_task(task, config["filter"]["defaults"], config["filter"]["tasks"].get(task))
 
 
 def load_config(path: str | Path) -> dict:

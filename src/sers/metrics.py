@@ -47,18 +47,22 @@ def _cells(summaries: Iterable[Mapping[str, Any]], order: Sequence[str]) -> dict
                 raise SersError(f"{_where(s)}: evaluation summary lacks the key {key!r}")
         stage, task = s["stage"], s["task"]
         if isinstance(stage, bool) or not isinstance(stage, (int, np.integer)) or not 0 <= stage <= len(order):
-            raise SersError(f"{_where(s)}: stage {stage!r} is not an integer in 0..{len(order)} for order {list(order)}")
+            raise SersError(f"{_where(s)}: stage {stage!r} is not an integer in 0..{len(order)}"
+                            f" for order {list(order)}")
         stage = int(stage)
         expected = BASE_TASK if stage == BASE_STAGE else order[stage - 1]
         if s["stage_task"] != expected:
-            raise SersError(f"{_where(s)}: stage {stage} has stage_task {s['stage_task']!r}, but the order {list(order)} says {expected!r}")
+            raise SersError(f"{_where(s)}: stage {stage} has stage_task {s['stage_task']!r},"
+                            f" but the order {list(order)} says {expected!r}")
         if task not in order:
             raise SersError(f"{_where(s)}: evaluated task {task!r} is not in the order {list(order)}")
         runs.add((s.get("order"), s.get("method")))
         if len(runs) > 1:
-            raise SersError(f"{_where(s)}: summaries mix several (order, method) runs {sorted(map(str, runs))}; pass one run at a time")
+            raise SersError(f"{_where(s)}: summaries mix several (order, method) runs {sorted(map(str, runs))};"
+                            " pass one run at a time")
         if (stage, task) in cells:
-            raise SersError(f"{_where(s)}: a second evaluation of stage {stage} on task {task!r} (first: {_where(cells[(stage, task)])})")
+            raise SersError(f"{_where(s)}: a second evaluation of stage {stage} on task {task!r}"
+                            f" (first: {_where(cells[(stage, task)])})")
         cells[(stage, task)] = s
     return cells
 
@@ -115,7 +119,8 @@ def check_complete(summaries: Iterable[Mapping[str, Any]], order: Sequence[str],
         names = ", ".join(
             f"(stage {t} [{BASE_TASK if t == BASE_STAGE else stage_label(t, order[t - 1])}], task {j})" for t, j in missing
         )
-        raise SersError(f"metrics ({'; '.join(runs)}): {len(missing)} evaluation(s) missing for order {list(order)}: {names}")
+        raise SersError(f"metrics ({'; '.join(runs)}): {len(missing)} evaluation(s) missing"
+                        f" for order {list(order)}: {names}")
 
 
 def _se(terms: Sequence[float], count: int) -> float | None:

@@ -1,0 +1,26 @@
+# sers: SERS continual instruction-tuning as a Snakemake DAG.
+#   snakemake -n                      the plan for config/config.yaml
+#   snakemake --cores 2               run it here (make run)
+#   snakemake --profile profiles/slurm   send the GPU rules to a SLURM cluster
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/resources.smk"
+include: "rules/models.smk"
+include: "rules/pseudo.smk"
+
+
+localrules:
+    all,
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

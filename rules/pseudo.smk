@@ -1,0 +1,77 @@
+# Pseudo-sample pipeline per task (METHOD.md §1–3): seeds → raw → filtered → embeddings → selected.
+# It depends only on θ0 and the task's seeds, so every task runs in parallel, before stage 1.
+# {kind} is "mask" (SERS masked infilling) or "icl" (SSR's 2-shot input+output synthesis).
+
+
+rule synthesize:
+    input:
+        seeds=lambda wc: data_file(config, wc.task, "seeds"),
+        model=model_input(),
+    output:
+        raw=f"{PSEUDO}/{{kind}}/{{task}}/raw.jsonl",
+    params:
+        mode=lambda wc: synthesis_mode(wc.kind),
+        settings=config["synthesis"],
+        model=model_params(),
+        max_line_bytes=config["data"]["max_line_bytes"],
+        seed=lambda wc: derive_seed(config["seed"], "synthesize", wc.kind, wc.task),
+    log:
+        f"{RUN}/logs/synthesize/{{kind}}-{{task}}.log",
+    resources:
+        **gpu_resources(mem_mb=32000, runtime=240, cpus=8),
+    script:
+        "../workflow/scripts/synthesize.py"
+
+
+rule filter_pseudo:
+    input:
+        raw=rules.synthesize.output.raw,
+        model=model_input(),
+    output:
+        filtered=f"{PSEUDO}/{{kind}}/{{task}}/filtered.jsonl",
+        dropped=f"{PSEUDO}/{{kind}}/{{task}}/dropped.jsonl",
+        summary=f"{PSEUDO}/{{kind}}/{{task}}/filter_summary.json",
+    params:
+        thresholds=lambda wc: task_filter_settings(config, wc.task),
+        model=model_params(),
+        embedder=embedder_params(),
+    log:
+        f"{RUN}/logs/filter/{{kind}}-{{task}}.log",
+    resources:
+        **cpu_resources(mem_mb=4000, runtime=30),
+    script:
+        "../workflow/scripts/filter_pseudo.py"
+
+
+rule embed_pseudo:
+    input:
+        filtered=rules.filter_pseudo.output.filtered,
+    output:
+        embeddings=f"{PSEUDO}/{{kind}}/{{task}}/embeddings.npy",
+    params:
+        embedder=embedder_params(),
+    log:
+        f"{RUN}/logs/embed/{{kind}}-{{task}}.log",
+    resources:
+        **cpu_resources(mem_mb=8000, runtime=60, cpus=4),
+    script:
+        "../workflow/scripts/embed_pseudo.py"
+
+
+rule select_pseudo:
+    input:
+        filtered=rules.filter_pseudo.output.filtered,
+        embeddings=rules.embed_pseudo.output.embeddings,
+    output:
+        selected=f"{PSEUDO}/{{kind}}/{{task}}/selected.jsonl",
+        summary=f"{PSEUDO}/{{kind}}/{{task}}/selection.json",
+    params:
+        memory=config["selection"]["memory"],
+        n_clusters=config["selection"]["n_clusters"],
+        seed=lambda wc: derive_seed(config["seed"], "select", wc.kind, wc.task),
+    log:
+        f"{RUN}/logs/select/{{kind}}-{{task}}.log",
+    resources:
+        **cpu_resources(mem_mb=4000, runtime=30),
+    script:
+        "../workflow/scripts/select_pseudo.py"

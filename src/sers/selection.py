@@ -1,0 +1,84 @@
+"""Embedding and k-means selection of pseudo inputs (METHOD.md §3).
+
+Inputs are embedded with a sentence encoder and L2-normalised; k-means (scikit-learn, fixed seed)
+groups them, each cluster gets a quota of round(memory · |cluster| / N), and the members nearest to
+their centroid are taken. Rounding can miss `memory` by a few rows; the difference is settled by
+largest remainder so the quotas always sum to exactly min(memory, N).
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import numpy as np
+from sklearn.cluster import KMeans
+
+from .errors import SersError
+
+
+def embedder_path(source: str, package: str | None, path: str | None) -> str:
+    """Where the sentence encoder lives: a package that carries one, or a local path / hub id."""
+    if source == "package":
+        try:
+            module = importlib.import_module(package)
+        except ImportError:
+            raise SersError(f"embedder.package: Python package {package!r} is not installed") from None
+        return str(module.get_model_path())
+    if not path:
+        raise SersError("embedder.path: required when embedder.source is 'path'")
+    return path
+
+
+def load_embedder(model_path: str, device: str = "cpu"):
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(model_path, device=device, trust_remote_code=False)
+
+
+def embed_texts(encoder, texts: list[str], batch_size: int = 32) -> np.ndarray:
+    """L2-normalised sentence embeddings, float32 [N, D]."""
+    if not texts:
+        return np.zeros((0, encoder.get_sentence_embedding_dimension()), dtype=np.float32)
+    emb = encoder.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                         show_progress_bar=False)
+    return emb.astype(np.float32)
+
+
+def cluster_quotas(sizes: list[int], memory: int) -> list[int]:
+    """round(memory·|c|/N) per cluster, capped by the cluster size, fixed up to sum to min(memory, N)."""
+    total = sum(sizes)
+    target = min(memory, total)
+    exact = [memory * s / total for s in sizes]
+    quotas = [min(s, int(round(e))) for s, e in zip(sizes, exact)]
+    # Settle rounding by largest remainder (add) or smallest remainder (remove), within cluster sizes.
+    by_remainder = sorted(range(len(sizes)), key=lambda i: exact[i] - quotas[i], reverse=True)
+    while sum(quotas) < target:
+        for i in by_remainder:
+            if quotas[i] < sizes[i] and sum(quotas) < target:
+                quotas[i] += 1
+    while sum(quotas) > target:
+        for i in reversed(by_remainder):
+            if quotas[i] > 0 and sum(quotas) > target:
+                quotas[i] -= 1
+    return quotas
+
+
+def select_by_kmeans(embeddings: np.ndarray, n_clusters: int, memory: int, seed: int) -> tuple[list[int], dict]:
+    """Indices of the selected rows (sorted) and a summary; keeps all rows when there are ≤ memory."""
+    n = len(embeddings)
+    if n <= memory:
+        return list(range(n)), {"n_input": n, "n_selected": n, "kept_all": True,
+                                "note": f"{n} rows ≤ memory {memory}: all kept, no clustering"}
+    k = min(n_clusters, n)
+    km = KMeans(n_clusters=k, random_state=seed, n_init=10).fit(embeddings)
+    labels = km.labels_
+    sizes = [int((labels == c).sum()) for c in range(k)]
+    quotas = cluster_quotas(sizes, memory)
+    chosen: list[int] = []
+    for c in range(k):
+        members = np.flatnonzero(labels == c)
+        dist = np.linalg.norm(embeddings[members] - km.cluster_centers_[c], axis=1)
+        nearest = members[np.lexsort((members, dist))][: quotas[c]]  # ties broken by index
+        chosen.extend(int(i) for i in nearest)
+    return sorted(chosen), {"n_input": n, "n_selected": len(chosen), "kept_all": False, "n_clusters": k,
+                            "cluster_sizes": sizes, "quotas": quotas}

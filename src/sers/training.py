@@ -1,0 +1,278 @@
+"""One continual-learning stage of LoRA training (METHOD.md §4).
+
+One adapter is carried from stage to stage: stage 1 creates it, every later stage loads the
+previous stage's adapter trainable and keeps training it; the base weights stay frozen.
+
+Loss per micro-batch = cross-entropy over the target tokens (mean over the batch's target tokens)
++ λ · (1 − r_b) · ½ Σ_p mean(p²) over the LoRA matrices, r_b = fraction of replay rows in the
+micro-batch. `is_replay` is set by the caller from where a row came from.
+
+Batching (deterministic given `seed`): every epoch the rows are shuffled with a seeded generator.
+With `group_batches` (default) the shuffled rows are cut into chunks of `batch_size * GROUP_BATCHES`
+rows, each chunk is sorted by its prompt token ids (rows of one task instruction end up together, so
+a batch's rows share a long prefix that `sers.generation.pack` runs once), split into batches, and
+the epoch's batches are shuffled again. Grouped batches tend to be all-new or all-replay, so r_b is
+mostly 0 or 1: the penalty's expected weight over an epoch is unchanged (λ × the share of new rows),
+but it is applied in fewer, fuller doses. `group_batches=False` keeps plain shuffled batches (r_b ≈
+the replay share in every batch, as in the reference) at the cost of less prefix sharing.
+With `shared_prefix` the common prefix of a batch runs once and its KV cache is repeated for every
+row; gradients flow through that cache, so the loss and gradients equal an unshared batch.
+
+The stage's folder is built in a temporary sibling and renamed into place only when complete
+(`sers.io.atomic_path`): adapter_model.safetensors, adapter_config.json, train_config.json,
+loss.jsonl. A killed or failed stage leaves no folder a later run would trust.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .errors import SersError
+from .generation import forward_packed, pack
+from .io import atomic_path
+from .progress import progress
+
+GROUP_BATCHES = 8  # batches per sorted chunk: larger = more prefix sharing, less randomness
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class TrainRow:
+    full_prompt: str
+    output: str
+    is_replay: bool
+
+
+def lora_parameters(model) -> list[tuple[str, torch.nn.Parameter]]:
+    """The trainable LoRA matrices (lora_A / lora_B weights)."""
+    return [(n, p) for n, p in model.named_parameters()
+            if p.requires_grad and ("lora_A" in n or "lora_B" in n)]
+
+
+def lora_l2_penalty(model) -> torch.Tensor:
+    """½ Σ_p mean(p²) over the trainable LoRA matrices (a scalar tensor; 0 if there are none)."""
+    params = [p for _, p in lora_parameters(model)]
+    if not params:
+        return torch.zeros((), device=next(model.parameters()).device)
+    return 0.5 * torch.stack([p.float().pow(2).mean() for p in params]).sum()
+
+
+def penalty_applies(lam: float, only_above_min: bool = False, lambda_min: float = 0.0) -> bool:
+    """The released code applies the penalty only when λ > λmin (`only_above_min=True`)."""
+    return lam > lambda_min if only_above_min else True
+
+
+def penalty_coefficient(lam: float, replay_fraction: float, only_above_min: bool = False,
+                        lambda_min: float = 0.0) -> float:
+    """λ · (1 − r_b), or 0 where the penalty does not apply."""
+    return lam * (1.0 - replay_fraction) if penalty_applies(lam, only_above_min, lambda_min) else 0.0
+
+
+def penalised_loss(ce, penalty, lam: float, replay_fraction: float, only_above_min: bool = False,
+                   lambda_min: float = 0.0):
+    """ce + λ · (1 − r_b) · penalty (`only_above_min`: only when λ > λmin)."""
+    if not penalty_applies(lam, only_above_min, lambda_min):
+        return ce
+    return ce + lam * (1.0 - replay_fraction) * penalty
+
+
+def target_cross_entropy(model, examples: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int,
+                         shared_prefix: bool) -> tuple[torch.Tensor, int]:
+    """(mean cross-entropy over all target tokens of the batch, number of target tokens).
+
+    `examples` are (prompt ids, target ids). Rows are packed with `sers.generation.pack`; every row
+    keeps at least its whole target plus the last prompt token outside the shared prefix.
+    """
+    seqs = [list(p) + list(t) for p, t in examples]
+    # p ≤ min(len) − keep_last ≤ every prompt length − 1, so each target is predicted from the suffix
+    keep = min(len(s) for s in seqs) - min(len(p) for p, _ in examples) + 1
+    batch = pack(seqs, pad_id, share_prefix=shared_prefix, keep_last=keep)
+    logits, _, _ = forward_packed(model, batch)
+    width = batch.suffix.shape[1]
+    labels = torch.full((len(seqs), width), IGNORE, dtype=torch.long)
+    for r, (_, t) in enumerate(examples):
+        if len(t):
+            labels[r, width - len(t):] = torch.as_tensor(list(t), dtype=torch.long)
+    labels = labels[:, 1:].to(logits.device)
+    keep_pos = labels != IGNORE
+    n_tokens = int(keep_pos.sum())
+    if n_tokens == 0:
+        raise SersError("training: a batch has no target tokens")
+    preds = logits[:, :-1][keep_pos].float()
+    return F.cross_entropy(preds, labels[keep_pos]), n_tokens
+
+
+def epoch_batches(prompts: Sequence[Sequence[int]], batch_size: int, generator: torch.Generator,
+                  group: bool = True) -> list[list[int]]:
+    """One epoch's batches (row indices): shuffle; with `group`, sort chunks by prompt, split, shuffle batches."""
+    n = len(prompts)
+    perm = torch.randperm(n, generator=generator).tolist()
+    if not group:
+        return [perm[b:b + batch_size] for b in range(0, n, batch_size)]
+    chunk = batch_size * GROUP_BATCHES
+    batches: list[list[int]] = []
+    for c in range(0, n, chunk):
+        idx = sorted(perm[c:c + chunk], key=lambda i: (tuple(prompts[i]), i))
+        batches += [idx[b:b + batch_size] for b in range(0, len(idx), batch_size)]
+    order = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in order]
+
+
+def load_lora_model(model_path: str, prev_adapter: str | None, *, lora_r: int, lora_alpha: float,
+                    lora_dropout: float, target_modules, seed: int, device: str = "auto", dtype: str = "auto"):
+    """The base model with a trainable LoRA adapter: `prev_adapter` loaded trainable, or a fresh one."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    from .models import load_model, lora_target_modules
+
+    base = load_model(model_path, device=device, dtype=dtype)
+    targets = lora_target_modules(base, target_modules)
+    torch.manual_seed(seed)
+    if prev_adapter:
+        if not (Path(prev_adapter) / "adapter_config.json").is_file():
+            raise SersError(f"training: previous adapter {prev_adapter} has no adapter_config.json")
+        model = PeftModel.from_pretrained(base, prev_adapter, is_trainable=True)
+        cfg = model.peft_config["default"]
+        saved = (cfg.r, float(cfg.lora_alpha), sorted(cfg.target_modules))
+        wanted = (lora_r, float(lora_alpha), sorted(targets))
+        if saved != wanted:
+            raise SersError(f"training: previous adapter {prev_adapter} has (r, alpha, target_modules) = {saved},"
+                            f" the config asks for {wanted}; one adapter is carried across stages")
+    else:
+        config = LoraConfig(task_type="CAUSAL_LM", r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+                            target_modules=targets)
+        model = get_peft_model(base, config)
+    return model, targets
+
+
+def _finite(x: float) -> bool:
+    return math.isfinite(x)
+
+
+def train_stage(model_path: str, out_dir: str, rows: Sequence[TrainRow], *, prev_adapter: str | None,
+                lam: float, lambda_min: float, only_above_min: bool, lora_r: int = 8, lora_alpha: float = 32,
+                lora_dropout: float = 0.1, target_modules="auto", lr: float = 2e-4, epochs: float = 3,
+                batch_size: int = 32, grad_accum: int = 1, max_grad_norm: float | None = 1.0,
+                warmup_ratio: float = 0.0, chat_template: bool = False, max_prompt_tokens: int = 1024,
+                max_target_tokens: int = 512, shared_prefix: bool = True, seed: int = 0, device: str = "auto",
+                dtype: str = "auto", group_batches: bool = True) -> dict:
+    """Train one stage and write its adapter folder atomically; return a summary
+    {steps, micro_batches, final_loss, final_ce, tokens, tokens_per_s, wall_s, rows, replay_rows}."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    from .models import load_tokenizer
+    from .prompts import encode_example
+
+    if not rows:
+        raise SersError("training: no training rows")
+    if batch_size < 1 or grad_accum < 1:
+        raise SersError(f"training: batch_size and grad_accum must be ≥ 1 (got {batch_size}, {grad_accum})")
+    if not epochs > 0:
+        raise SersError(f"training: epochs must be > 0 (got {epochs})")
+    t0 = time.time()
+    tokenizer = load_tokenizer(model_path)
+    pad_id = tokenizer.pad_token_id
+    model, targets = load_lora_model(model_path, prev_adapter, lora_r=lora_r, lora_alpha=lora_alpha,
+                                     lora_dropout=lora_dropout, target_modules=target_modules, seed=seed,
+                                     device=device, dtype=dtype)
+    dev = next(model.parameters()).device
+    model.train()
+
+    examples = [encode_example(tokenizer, r.full_prompt, r.output, chat_template, max_prompt_tokens,
+                               max_target_tokens) for r in rows]
+    replay = [bool(r.is_replay) for r in rows]
+
+    # the whole stage's micro-batches, then optimiser steps of `grad_accum` micro-batches each
+    order_gen = torch.Generator().manual_seed(seed)
+    per_epoch = math.ceil(len(rows) / batch_size)
+    total_micro = max(1, math.ceil(epochs * per_epoch))
+    micro: list[tuple[int, list[int]]] = []
+    epoch = 0
+    prompts = [p for p, _ in examples]
+    while len(micro) < total_micro:
+        micro += [(epoch, b) for b in epoch_batches(prompts, batch_size, order_gen, group_batches)]
+        epoch += 1
+    micro = micro[:total_micro]
+    steps = [micro[i:i + grad_accum] for i in range(0, len(micro), grad_accum)]
+    total_steps = len(steps)
+    warmup_steps = int(round(warmup_ratio * total_steps))
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, warmup_steps, total_steps)
+    clip = float(max_grad_norm) if max_grad_norm and max_grad_norm > 0 else float("inf")
+    use_bf16 = dev.type == "cuda"
+
+    settings = {
+        "model_path": str(model_path), "prev_adapter": str(prev_adapter) if prev_adapter else None,
+        "lam": lam, "lambda_min": lambda_min, "only_above_min": only_above_min,
+        "penalty_applies": penalty_applies(lam, only_above_min, lambda_min),
+        "lora_r": lora_r, "lora_alpha": lora_alpha, "lora_dropout": lora_dropout,
+        "target_modules_requested": target_modules, "target_modules": targets,
+        "lr": lr, "epochs": epochs, "batch_size": batch_size, "grad_accum": grad_accum,
+        "max_grad_norm": max_grad_norm, "warmup_ratio": warmup_ratio, "warmup_steps": warmup_steps,
+        "total_steps": total_steps, "micro_batches": len(micro), "chat_template": chat_template,
+        "max_prompt_tokens": max_prompt_tokens, "max_target_tokens": max_target_tokens,
+        "shared_prefix": shared_prefix, "seed": seed, "device": str(dev),
+        "dtype": str(next(model.parameters()).dtype).replace("torch.", ""), "autocast_bf16": use_bf16,
+        "optimizer": "AdamW(weight_decay=0)", "schedule": "cosine with warmup",
+        "group_batches": group_batches,
+        "batching": (f"seeded shuffle per epoch, chunks of batch_size*{GROUP_BATCHES} sorted by prompt, "
+                     "batches shuffled") if group_batches else "seeded shuffle per epoch",
+        "n_rows": len(rows), "n_replay_rows": sum(replay), "n_new_rows": len(rows) - sum(replay),
+    }
+
+    tokens = 0
+    done_micro = 0
+    last: dict = {}
+    with atomic_path(out_dir, is_dir=True) as tmp:
+        with open(tmp / "loss.jsonl", "w", encoding="utf-8") as log:
+            for step_no, group in enumerate(progress(steps, desc="train", unit="step"), start=1):
+                optimizer.zero_grad(set_to_none=True)
+                sums = {"loss": 0.0, "ce": 0.0, "penalty": 0.0, "lambda_eff": 0.0, "replay_fraction": 0.0}
+                for ep, idx in group:
+                    r_b = sum(replay[i] for i in idx) / len(idx)
+                    coeff = penalty_coefficient(lam, r_b, only_above_min, lambda_min)
+                    amp = torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
+                    with amp:
+                        ce, _ = target_cross_entropy(model, [examples[i] for i in idx], pad_id, shared_prefix)
+                    penalty = lora_l2_penalty(model)
+                    loss = penalised_loss(ce, penalty, lam, r_b, only_above_min, lambda_min)
+                    value = float(loss.detach())
+                    if not _finite(value):
+                        raise SersError(f"training: loss is {value} at optimiser step {step_no}/{total_steps} "
+                                        f"(epoch {ep}); lower training.lr or check the data")
+                    (loss / len(group)).backward()
+                    done_micro += 1
+                    tokens += sum(len(examples[i][0]) + len(examples[i][1]) for i in idx)
+                    for k, v in (("loss", value), ("ce", float(ce.detach())), ("penalty", float(penalty.detach())),
+                                 ("lambda_eff", coeff), ("replay_fraction", r_b)):
+                        sums[k] += v / len(group)
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
+                if not _finite(grad_norm):
+                    raise SersError(f"training: gradient norm is {grad_norm} at optimiser step "
+                                    f"{step_no}/{total_steps} (epoch {group[-1][0]}); lower training.lr")
+                current_lr = scheduler.get_last_lr()[0]
+                optimizer.step()
+                scheduler.step()
+                last = {"step": step_no, "epoch": round(done_micro / per_epoch, 4), **sums, "lr": current_lr,
+                        "grad_norm": grad_norm}
+                log.write(json.dumps(last) + "\n")
+                log.flush()
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        (tmp / "README.md").unlink(missing_ok=True)  # peft's model card template: nothing of ours
+        wall = time.time() - t0
+        summary = {"steps": total_steps, "micro_batches": len(micro), "final_loss": last.get("loss"),
+                   "final_ce": last.get("ce"), "tokens": tokens, "tokens_per_s": tokens / max(wall, 1e-9),
+                   "wall_s": wall, "rows": len(rows), "replay_rows": sum(replay)}
+        (tmp / "train_config.json").write_text(json.dumps({**settings, "summary": summary}, indent=2) + "\n",
+                                               encoding="utf-8")
+    return summary

@@ -1,0 +1,76 @@
+"""A tiny random LLaMA shared by the training, similarity and generation tests (built once per run)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("SERS_NO_PROGRESS", "1")
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "data" / "ni-c012-sample"
+TASKS = ("sa", "qa", "sum", "trans")
+
+_BUILT: dict[str, Path] = {}
+
+
+def sample_rows(task: str = "sa"):
+    from sers.data import read_rows
+
+    return read_rows(DATA / f"{task}.train.smp001.json")
+
+
+def build_tiny(tmp_path_factory) -> Path:
+    """Build the tiny model once per test process (the cache survives across test modules)."""
+    if "dir" not in _BUILT:
+        from sers.models import build_tiny_model
+
+        texts = [r.full_prompt + "\n\nOutput: " + r.output for t in TASKS for r in sample_rows(t)]
+        out = tmp_path_factory.mktemp("tiny") / "model"
+        _BUILT["dir"] = build_tiny_model(texts, out, hidden_size=64, layers=2, heads=4, vocab_size=1024, seed=0)
+    return _BUILT["dir"]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return build_tiny(tmp_path_factory)
+
+
+def liven(model, std: float = 0.2, seed: int = 1):
+    """Re-draw the transformer blocks' matrices with a larger std, in place.
+
+    The freshly initialised tiny model (std 0.02, tied embeddings) just repeats the last prompt token;
+    larger block weights make its greedy continuations varied, so token-for-token tests mean something.
+    """
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ".layers." in name and p.dim() == 2 and "lora_" not in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * std)
+    return model
+
+
+def randomise_lora(model, std: float = 0.3, seed: int = 2):
+    """Give every LoRA matrix random weights (a fresh adapter has lora_B = 0, i.e. θt = θ0)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_A" in name or "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * std)
+    return model
+
+
+def task_prompts(tokenizer, task: str = "sa", n: int = 4, lengths: list[int] | None = None) -> list[list[int]]:
+    """Encoded prompts of one task (they share the task instruction), optionally cut to `lengths`."""
+    from sers.prompts import encode_prompt
+
+    prompts = [encode_prompt(tokenizer, r.full_prompt, False) for r in sample_rows(task)[:n]]
+    if lengths:
+        prompts = [p[:k] for p, k in zip(prompts, lengths)]
+    return prompts

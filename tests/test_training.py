@@ -1,0 +1,258 @@
+"""One LoRA training stage (METHOD.md §4) on the tiny random LLaMA."""
+from __future__ import annotations
+
+import json
+import math
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("SERS_NO_PROGRESS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from _tiny import randomise_lora, sample_rows, tiny_model_dir  # noqa: E402,F401
+from sers import training  # noqa: E402
+from sers.errors import SersError  # noqa: E402
+from sers.training import (  # noqa: E402
+    TrainRow, lora_l2_penalty, lora_parameters, penalised_loss, target_cross_entropy, train_stage,
+)
+
+FAST = dict(lora_r=4, lora_alpha=16, lora_dropout=0.0, target_modules="auto", lr=1e-2, epochs=1, batch_size=4,
+            grad_accum=1, max_grad_norm=1.0, warmup_ratio=0.0, chat_template=False, max_prompt_tokens=64,
+            max_target_tokens=16, shared_prefix=True, seed=0, device="cpu", dtype="float32")
+LOSS_KEYS = {"step", "epoch", "loss", "ce", "penalty", "lambda_eff", "replay_fraction", "lr", "grad_norm"}
+
+
+def rows_of(task: str, n: int, is_replay: bool) -> list[TrainRow]:
+    return [TrainRow(r.full_prompt, r.output, is_replay) for r in sample_rows(task)[:n]]
+
+
+@pytest.fixture(scope="module")
+def mixed_rows() -> list[TrainRow]:
+    return rows_of("sa", 8, False) + rows_of("qa", 8, True)
+
+
+def read_log(folder) -> list[dict]:
+    return [json.loads(line) for line in (folder / "loss.jsonl").read_text().splitlines()]
+
+
+def stage(model_dir, out, rows, **over):
+    kw = {**FAST, "prev_adapter": None, "lam": 0.0, "lambda_min": 0.15, "only_above_min": False, **over}
+    return train_stage(str(model_dir), str(out), rows, **kw)
+
+
+def fresh_lora(model_dir, r=4, dropout=0.0):
+    from peft import LoraConfig, get_peft_model
+
+    from sers.models import load_model
+
+    torch.manual_seed(0)
+    return get_peft_model(load_model(str(model_dir), device="cpu"),
+                          LoraConfig(task_type="CAUSAL_LM", r=r, lora_alpha=16, lora_dropout=dropout,
+                                     target_modules=["q_proj", "v_proj"]))
+
+
+# ---- the penalty ---------------------------------------------------------------------------------
+
+def test_penalised_loss_hand_numbers():
+    # ce=2, penalty=0.5, λ=0.4, r_b=0.25 → 2 + 0.4·0.75·0.5 = 2.15
+    assert penalised_loss(2.0, 0.5, 0.4, 0.25) == pytest.approx(2.15)
+    assert penalised_loss(2.0, 0.5, 0.4, 1.0) == pytest.approx(2.0)     # an all-replay batch: no penalty
+    assert penalised_loss(2.0, 0.5, 0.4, 0.0) == pytest.approx(2.2)     # an all-new batch: full penalty
+    t = penalised_loss(torch.tensor(2.0), torch.tensor(0.5), 0.4, 0.25)
+    assert isinstance(t, torch.Tensor) and float(t) == pytest.approx(2.15)
+
+
+def test_penalised_loss_only_above_min():
+    # released behaviour: λ ≤ λmin → no penalty at all
+    assert penalised_loss(2.0, 0.5, 0.15, 0.25, only_above_min=True, lambda_min=0.15) == 2.0
+    assert penalised_loss(2.0, 0.5, 0.10, 0.25, only_above_min=True, lambda_min=0.15) == 2.0
+    assert penalised_loss(2.0, 0.5, 0.4, 0.25, only_above_min=True, lambda_min=0.15) == pytest.approx(2.15)
+    # default: λ = λmin still penalises: 2 + 0.15·0.75·0.5 = 2.05625
+    assert penalised_loss(2.0, 0.5, 0.15, 0.25, lambda_min=0.15) == pytest.approx(2.05625)
+
+
+def test_lora_l2_penalty_hand_numbers(tiny_model_dir):
+    model = fresh_lora(tiny_model_dir)
+    mats = lora_parameters(model)
+    # 2 layers × (q_proj, v_proj) × (lora_A, lora_B) = 8 matrices
+    assert len(mats) == 8 and all(("lora_A" in n) or ("lora_B" in n) for n, _ in mats)
+    with torch.no_grad():
+        for _, p in mats:
+            p.fill_(0.5)  # mean(p²) = 0.25 for every matrix
+    pen = lora_l2_penalty(model)
+    assert float(pen.detach()) == pytest.approx(0.5 * 8 * 0.25)  # = 1.0
+    pen.backward()
+    # d/dp ½·mean(p²) = p / numel
+    _, p = mats[0]
+    torch.testing.assert_close(p.grad, p.detach() / p.numel())
+
+
+# ---- the loss over packed batches -----------------------------------------------------------------
+
+def test_shared_prefix_gives_same_loss_and_gradients(tiny_model_dir):
+    from sers.generation import pack
+    from sers.models import load_tokenizer
+    from sers.prompts import encode_example
+
+    tok = load_tokenizer(str(tiny_model_dir))
+    model = randomise_lora(fresh_lora(tiny_model_dir), std=0.1)  # lora_B ≠ 0, so lora_A gets gradient too
+    model.train()
+    examples = [encode_example(tok, r.full_prompt, r.output, False, 96, 16) for r in sample_rows("sa")[:4]]
+    examples[1] = (examples[1][0], examples[1][1][:1] + examples[0][1])  # unequal target lengths
+    seqs = [p + t for p, t in examples]
+    assert pack(seqs, tok.pad_token_id, True, keep_last=3).prefix_len > 10  # a real shared prefix
+
+    def loss_and_grads(shared):
+        model.zero_grad(set_to_none=True)
+        ce, n = target_cross_entropy(model, examples, tok.pad_token_id, shared)
+        ce.backward()
+        return float(ce), n, {k: p.grad.clone() for k, p in lora_parameters(model)}
+
+    ce_s, n_s, g_s = loss_and_grads(True)
+    ce_u, n_u, g_u = loss_and_grads(False)
+    assert n_s == n_u == sum(len(t) for _, t in examples)
+    assert ce_s == pytest.approx(ce_u, abs=1e-5)
+    for k in g_u:
+        assert g_s[k].abs().sum() > 0, k  # every LoRA matrix, the prefix's included, gets gradient
+        torch.testing.assert_close(g_s[k], g_u[k], atol=1e-5, rtol=1e-4)
+
+    # and both equal the per-row reference: Σ over rows of token CE on the target / number of target tokens
+    with torch.no_grad():
+        total = 0.0
+        for p, t in examples:
+            logits = model(input_ids=torch.tensor([p + t])).logits[0]
+            total += float(torch.nn.functional.cross_entropy(logits[len(p) - 1:-1], torch.tensor(t),
+                                                             reduction="sum"))
+    assert ce_u == pytest.approx(total / n_u, abs=1e-5)
+
+
+def test_epoch_batches_group_rows_of_one_instruction():
+    prompts = [[1, 2, 3, k] for k in range(6)] + [[9, 9, 9, k] for k in range(6)]
+    gen = torch.Generator().manual_seed(0)
+    batches = training.epoch_batches(prompts, 3, gen)
+    assert sorted(i for b in batches for i in b) == list(range(12))
+    assert all(len({prompts[i][0] for i in b}) == 1 for b in batches)  # task-pure batches
+    assert batches == training.epoch_batches(prompts, 3, torch.Generator().manual_seed(0))  # deterministic
+    plain = training.epoch_batches(prompts, 3, torch.Generator().manual_seed(0), group=False)
+    assert sorted(i for b in plain for i in b) == list(range(12))
+
+
+# ---- whole stages ----------------------------------------------------------------------------------
+
+def test_stage_outputs_and_adapter_loads(tiny_model_dir, mixed_rows, tmp_path):
+    from peft import PeftModel
+
+    from sers.models import load_model
+
+    out = tmp_path / "stage1"
+    summary = stage(tiny_model_dir, out, mixed_rows, lam=0.3)
+    assert sorted(p.name for p in out.iterdir()) == ["adapter_config.json", "adapter_model.safetensors",
+                                                     "loss.jsonl", "train_config.json"]
+    assert [p.name for p in tmp_path.iterdir()] == ["stage1"]  # no temporary leftovers
+    assert summary["steps"] == 4 and summary["rows"] == 16 and summary["replay_rows"] == 8
+    assert summary["tokens_per_s"] > 0 and summary["wall_s"] > 0 and math.isfinite(summary["final_loss"])
+    cfg = json.loads((out / "train_config.json").read_text())
+    assert cfg["lam"] == 0.3 and cfg["n_rows"] == 16 and cfg["n_replay_rows"] == 8 and cfg["n_new_rows"] == 8
+    assert cfg["target_modules"] == ["q_proj", "v_proj"] and cfg["lora_r"] == 4 and cfg["seed"] == 0
+    log = read_log(out)
+    assert len(log) == 4 and all(set(rec) == LOSS_KEYS for rec in log)
+    assert [rec["step"] for rec in log] == [1, 2, 3, 4] and log[-1]["epoch"] == 1.0
+    for rec in log:  # is_replay comes from the rows; λ·(1 − r_b) is the coefficient applied
+        assert rec["lambda_eff"] == pytest.approx(0.3 * (1 - rec["replay_fraction"]))
+        assert rec["loss"] == pytest.approx(rec["ce"] + rec["lambda_eff"] * rec["penalty"], rel=1e-5)
+    assert sum(rec["replay_fraction"] for rec in log) == pytest.approx(2.0)  # 8 of 16 rows, batches of 4
+    model = PeftModel.from_pretrained(load_model(str(tiny_model_dir), device="cpu"), str(out))
+    assert any(float(p.abs().sum()) > 0 for n, p in model.named_parameters() if "lora_B" in n)  # trained
+
+
+def test_only_above_min_switches_penalty_off(tiny_model_dir, mixed_rows, tmp_path):
+    stage(tiny_model_dir, tmp_path / "a", mixed_rows[:8], lam=0.15, lambda_min=0.15, only_above_min=True)
+    log = read_log(tmp_path / "a")
+    assert all(rec["lambda_eff"] == 0.0 and rec["loss"] == rec["ce"] for rec in log)
+    assert json.loads((tmp_path / "a" / "train_config.json").read_text())["penalty_applies"] is False
+
+
+def test_loss_decreases(tiny_model_dir, tmp_path):
+    rows = rows_of("sa", 8, False)
+    stage(tiny_model_dir, tmp_path / "s", rows, epochs=5, lr=3e-2, batch_size=4)
+    log = read_log(tmp_path / "s")
+    assert len(log) == 10 and log[-1]["epoch"] == 5.0
+    first, last = sum(r["ce"] for r in log[:2]) / 2, sum(r["ce"] for r in log[-2:]) / 2
+    assert last < first - 0.5, (first, last)
+
+
+def test_fractional_epochs_and_grad_accum(tiny_model_dir, mixed_rows, tmp_path):
+    s = stage(tiny_model_dir, tmp_path / "f", mixed_rows, epochs=1.5, batch_size=4, grad_accum=4)
+    assert s["micro_batches"] == 6 and s["steps"] == 2  # ceil(1.5·4) micro-batches, 4 + 2 per step
+    log = read_log(tmp_path / "f")
+    assert [r["epoch"] for r in log] == [1.0, 1.5]
+
+
+def test_stage_continues_previous_adapter(tiny_model_dir, mixed_rows, tmp_path):
+    from safetensors.torch import load_file
+
+    first = tmp_path / "stage1"
+    stage(tiny_model_dir, first, mixed_rows[:8], lr=1e-2)
+    saved = load_file(str(first / "adapter_model.safetensors"))
+    assert any(float(t.abs().sum()) > 0 for k, t in saved.items() if "lora_B" in k)
+
+    # at load the adapter's weights are the saved ones (not a fresh init)
+    model, _ = training.load_lora_model(str(tiny_model_dir), str(first), lora_r=4, lora_alpha=16,
+                                        lora_dropout=0.0, target_modules="auto", seed=1, device="cpu")
+    loaded = {n: p for n, p in lora_parameters(model)}
+    assert len(loaded) == len(saved) and all(p.requires_grad for p in loaded.values())
+    for key, tensor in saved.items():
+        match = [p for n, p in loaded.items() if n.replace(".default", "").endswith(key.split("base_model.")[-1])]
+        assert len(match) == 1, key
+        torch.testing.assert_close(match[0].detach(), tensor, atol=0, rtol=0)
+
+    # lr = 0: the next stage writes the very same adapter back; lr > 0: it keeps training it
+    stage(tiny_model_dir, tmp_path / "same", mixed_rows[8:], prev_adapter=str(first), lr=0.0)
+    again = load_file(str(tmp_path / "same" / "adapter_model.safetensors"))
+    assert again.keys() == saved.keys() and all(torch.equal(again[k], saved[k]) for k in saved)
+    stage(tiny_model_dir, tmp_path / "stage2", mixed_rows[8:], prev_adapter=str(first), lam=0.3)
+    moved = load_file(str(tmp_path / "stage2" / "adapter_model.safetensors"))
+    assert not all(torch.equal(moved[k], saved[k]) for k in saved)
+    cfg = json.loads((tmp_path / "stage2" / "train_config.json").read_text())
+    assert cfg["prev_adapter"] == str(first)
+
+    with pytest.raises(SersError, match="one adapter is carried"):
+        stage(tiny_model_dir, tmp_path / "bad", mixed_rows[:4], prev_adapter=str(first), lora_r=8)
+
+
+def test_nan_loss_stops_the_stage(tiny_model_dir, mixed_rows, tmp_path, monkeypatch):
+    out = tmp_path / "nan"
+    calls = {"n": 0}
+    real = training.lora_l2_penalty
+
+    def poisoned(model):  # the third micro-batch (optimiser step 3) goes NaN
+        calls["n"] += 1
+        return real(model) * (float("nan") if calls["n"] == 3 else 1.0)
+
+    monkeypatch.setattr(training, "lora_l2_penalty", poisoned)
+    with pytest.raises(SersError, match=r"step 3/4"):
+        stage(tiny_model_dir, out, mixed_rows, lam=0.3, group_batches=False)
+    assert not out.exists() and list(tmp_path.iterdir()) == []  # nothing a later run would trust
+
+
+def test_huge_lr_diverges_into_sers_error(tiny_model_dir, mixed_rows, tmp_path):
+    with pytest.raises(SersError, match=r"step \d+"):
+        stage(tiny_model_dir, tmp_path / "x", mixed_rows, lr=1e30, max_grad_norm=None, epochs=2)
+    assert not (tmp_path / "x").exists()
+
+
+def test_stage_is_deterministic(tiny_model_dir, mixed_rows, tmp_path):
+    from safetensors.torch import load_file
+
+    stage(tiny_model_dir, tmp_path / "a", mixed_rows[:8], lam=0.3, lora_dropout=0.1)
+    stage(tiny_model_dir, tmp_path / "b", mixed_rows[:8], lam=0.3, lora_dropout=0.1)
+    assert read_log(tmp_path / "a") == read_log(tmp_path / "b")
+    a, b = (load_file(str(tmp_path / x / "adapter_model.safetensors")) for x in "ab")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_refuses_empty_rows(tiny_model_dir, tmp_path):
+    with pytest.raises(SersError):
+        stage(tiny_model_dir, tmp_path / "e", [])
