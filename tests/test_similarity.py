@@ -20,7 +20,7 @@ from sers.similarity import (  # noqa: E402
 def tiny(tiny_model_dir):
     from sers.models import load_model, load_tokenizer
 
-    return load_model(str(tiny_model_dir)), load_tokenizer(str(tiny_model_dir))
+    return load_model(str(tiny_model_dir), device="cpu"), load_tokenizer(str(tiny_model_dir))
 
 
 # ---- quantile W1 -------------------------------------------------------------------------------

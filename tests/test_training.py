@@ -108,7 +108,7 @@ def test_shared_prefix_gives_same_loss_and_gradients(tiny_model_dir):
         model.zero_grad(set_to_none=True)
         ce, n = target_cross_entropy(model, examples, tok.pad_token_id, shared)
         ce.backward()
-        return float(ce), n, {k: p.grad.clone() for k, p in lora_parameters(model)}
+        return float(ce.detach()), n, {k: p.grad.clone() for k, p in lora_parameters(model)}
 
     ce_s, n_s, g_s = loss_and_grads(True)
     ce_u, n_u, g_u = loss_and_grads(False)

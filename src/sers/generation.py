@@ -102,8 +102,10 @@ def _adapter_kwargs(adapter_names: list[str] | None) -> dict:
 
 
 def forward_packed(model, batch: PackedBatch, adapter_names: list[str] | None = None,
-                   prefix_adapters: list[str] | None = None, use_cache: bool = False):
+                   prefix_adapters: list[str] | None = None, use_cache: bool = False, last_only: bool = False):
     """Run the model over a packed batch; return (logits over the suffix [R, S, V], cache, mask).
+
+    `last_only` keeps only the last position's logits (generation needs no more).
 
     With a shared prefix, the prefix runs once per distinct adapter in `prefix_adapters` (rows must
     be grouped by adapter, in that order) and its cache is repeated across the rows of each group.
@@ -118,16 +120,16 @@ def forward_packed(model, batch: PackedBatch, adapter_names: list[str] | None = 
         groups = prefix_adapters or [None]
         prefix = batch.prefix.to(device)[None].expand(len(groups), -1)
         kwargs = _adapter_kwargs(prefix_adapters)
-        out = model(input_ids=prefix, use_cache=True, **kwargs)
-        cache = out.past_key_values
+        out = model(input_ids=prefix, use_cache=True, logits_to_keep=1, **kwargs)
+        cache = out.cache
         cache.batch_repeat_interleave(rows // len(groups))
     mask = torch.cat([torch.ones(rows, p, dtype=torch.long, device=device), suffix_mask], dim=1)
     positions = (p + suffix_mask.cumsum(-1) - 1).clamp(min=0)
     if cache is None and use_cache:
         cache = DynamicCache()
-    out = model(input_ids=suffix, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                use_cache=use_cache or p > 0, **_adapter_kwargs(adapter_names))
-    return out.logits, out.past_key_values, mask
+    out = model(input_ids=suffix, attention_mask=mask, position_ids=positions, cache=cache,
+                use_cache=use_cache or p > 0, logits_to_keep=1 if last_only else 0, **_adapter_kwargs(adapter_names))
+    return out.logits, out.cache, mask
 
 
 def _apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
@@ -175,13 +177,14 @@ def _decode_batch(model, tokenizer, seqs: list[list[int]], sampling: Sampling, g
     stop_ids = eos_ids(model, tokenizer)
     if blend is None:
         batch = pack(seqs, tokenizer.pad_token_id, share_prefix)
-        logits, cache, mask = forward_packed(model, batch, use_cache=True)
+        logits, cache, mask = forward_packed(model, batch, use_cache=True, last_only=True)
         adapters = None
     else:  # each row twice: θ0 (adapter off) then θt, one forward for both
         batch = pack(seqs + seqs, tokenizer.pad_token_id, share_prefix)
         adapters = ["__base__"] * n + [blend.adapter] * n
         logits, cache, mask = forward_packed(model, batch, adapter_names=adapters,
-                                             prefix_adapters=["__base__", blend.adapter], use_cache=True)
+                                             prefix_adapters=["__base__", blend.adapter], use_cache=True,
+                                             last_only=True)
     next_logits = logits[:, -1, :].float()
     positions = (batch.prefix_len + batch.suffix_mask.sum(-1)).to(device)  # next position per row
     vocab = next_logits.shape[-1]
@@ -220,10 +223,10 @@ def _decode_batch(model, tokenizer, seqs: list[list[int]], sampling: Sampling, g
         step_tokens = token if blend is None else torch.cat([token, token])
         rows = step_tokens.shape[0]
         mask = torch.cat([mask, torch.ones(rows, 1, dtype=mask.dtype, device=device)], dim=1)
-        step_pos = positions if blend is None else torch.cat([positions, positions])
-        out = model(input_ids=step_tokens[:, None], attention_mask=mask, position_ids=step_pos[:, None],
-                    past_key_values=cache, use_cache=True, **_adapter_kwargs(adapters))
-        cache = out.past_key_values
+        # `positions` already has a row per packed row (both copies of every row when blending)
+        out = model(input_ids=step_tokens[:, None], attention_mask=mask, position_ids=positions[:, None],
+                    cache=cache, use_cache=True, **_adapter_kwargs(adapters))
+        cache = out.cache
         next_logits = out.logits[:, -1, :].float()
         positions = positions + 1
     results = []
@@ -271,7 +274,9 @@ def continuation_logprobs(model, pad_id: int, prompts: Sequence[Sequence[int]],
     out: list[list[float] | None] = [None] * len(seqs)
     with torch.no_grad():
         for idx in batches_by_length(seqs, batch_size):
-            keep = min(len(continuations[i]) for i in idx) + 1
+            # the shared prefix must end before every row's last prompt token (not only the row with the
+            # shortest continuation): p ≤ min(len) − keep = min(prompt len) − 1
+            keep = min(len(seqs[i]) for i in idx) - min(len(prompts[i]) for i in idx) + 1
             batch = pack([seqs[i] for i in idx], pad_id, share_prefix, keep_last=keep)
             logits, _, _ = forward_packed(model, batch)
             logp = logits.float().log_softmax(-1)

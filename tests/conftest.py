@@ -1,0 +1,77 @@
+"""Shared test setup: offline hub, quiet progress bars, and a sandbox to run the DAG in."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("SERS_NO_PROGRESS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+LINKED = ("Snakefile", "rules", "workflow", "config", "data", "src", "profiles")
+
+
+class Workflow:
+    """The repository's workflow linked into a temporary folder, so runs leave the checkout alone."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        for name in LINKED:
+            (root / name).symlink_to(REPO / name)
+
+    def write_config(self, name: str, data: dict) -> str:
+        path = self.root / name
+        path.write_text(yaml.safe_dump(data), encoding="utf-8")
+        return name
+
+    def snakemake(self, *args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+        proc = subprocess.run([SNAKEMAKE, "--cores", "2", *args], cwd=self.root, capture_output=True, text=True,
+                              timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n"
+                                 f"{proc.stderr[-6000:]}")
+        return proc
+
+    def planned_jobs(self, *args: str) -> list[tuple[str, dict]]:
+        """(rule, wildcards) of every job a dry-run plans."""
+        proc = self.snakemake("-n", *args)
+        jobs, rule = [], None
+        for line in (proc.stdout + proc.stderr).splitlines():
+            m = re.match(r"^(?:local)?rule (\S+):$", line.strip())
+            if m:
+                if rule is not None:
+                    jobs.append((rule, {}))
+                rule = m.group(1)
+                continue
+            m = re.match(r"^wildcards: (.*)$", line.strip())
+            if m and rule is not None:
+                wc = dict(kv.split("=", 1) for kv in m.group(1).split(", "))
+                jobs.append((rule, wc))
+                rule = None
+            elif line.strip().startswith("jobid:") or not line.strip():
+                continue
+        if rule is not None:
+            jobs.append((rule, {}))
+        return jobs
+
+
+@pytest.fixture
+def workflow_dir(tmp_path) -> Workflow:
+    return Workflow(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Workflow:
+    """One finished run of the tiny configuration, shared by the DAG tests that only read it."""
+    wf = Workflow(tmp_path_factory.mktemp("tiny-run"))
+    wf.snakemake("--configfile", "config/tiny.yaml")
+    return wf

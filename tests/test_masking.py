@@ -1,0 +1,49 @@
+import random
+
+from sers.masking import BLANK, Blank, always_kept, contextual_mask, ratio_cap
+
+
+def test_protected_and_kept_words_are_never_masked():
+    text = 'Context: The BIG dog did not bark at 12 cats , "really" [ Hello ] Question: why never ?'
+    for seed in range(30):
+        m = contextual_mask(text, random.Random(seed), low=0.6, high=0.6)
+        kept_text = "".join(p for p in m.pieces if isinstance(p, str))
+        for word in ["Context:", "Question:", "BIG", "not", "12", ",", "[", "]", "Hello", "never"]:
+            assert word in kept_text.split(), (seed, word, m.text)
+
+
+def test_always_kept_rules():
+    assert always_kept("-3.5") and always_kept("42") and always_kept("Paris") and always_kept("NASA")
+    assert not always_kept("The")  # Title-case but only 3 characters
+    assert not always_kept("dog") and not always_kept("NA")  # caps need 3+ characters
+    assert always_kept("no") and always_kept('"') and always_kept(",")
+
+
+def test_ratio_caps_by_length():
+    assert ratio_cap(19) == 0.3 and ratio_cap(20) == 0.4 and ratio_cap(99) == 0.4 and ratio_cap(100) == 0.6
+    short = " ".join(["word"] * 10)  # 10 candidates, cap 0.3 → at most ⌊0.3·10⌋+1 masked... keep ⌊(1-r)·10⌋ ≥ 7
+    for seed in range(50):
+        m = contextual_mask(short, random.Random(seed), low=0.2, high=0.6)
+        assert 0.2 <= m.ratio <= 0.3
+        masked = sum(b.n_words for b in m.blanks)
+        assert masked == 10 - int((1 - m.ratio) * 10)
+    long = " ".join(["word"] * 150)
+    ratios = [contextual_mask(long, random.Random(s), 0.2, 0.6).ratio for s in range(50)]
+    assert max(ratios) > 0.45 and all(0.2 <= r <= 0.6 for r in ratios)
+
+
+def test_short_inputs_unchanged_and_runs_become_one_blank():
+    assert contextual_mask("two words", random.Random(0)).text == "two words"
+    m = contextual_mask("alpha beta gamma delta epsilon zeta eta theta iota kappa", random.Random(3), 0.3, 0.3)
+    assert BLANK + " " + BLANK not in m.text  # adjacent masked words share one blank
+    assert all(isinstance(p, Blank) != isinstance(q, Blank) for p, q in zip(m.pieces, m.pieces[1:]))
+
+
+def test_masking_keeps_whitespace_and_is_seeded():
+    text = "Context: a b c d e f g h .\nQuestion: what is it ?"
+    a = contextual_mask(text, random.Random(5))
+    b = contextual_mask(text, random.Random(5))
+    assert a == b
+    assert "\nQuestion:" in a.text
+    restored = "".join(p.original if isinstance(p, Blank) else p for p in a.pieces)
+    assert restored == text

@@ -1,0 +1,38 @@
+import numpy as np
+import pytest
+
+from sers.selection import cluster_quotas, select_by_kmeans
+
+
+@pytest.mark.parametrize("sizes,memory", [([10, 10, 10], 20), ([1, 1, 1, 97], 10), ([3, 3, 3], 9), ([5, 2], 3),
+                                          ([7, 7, 7, 7, 7, 7], 5), ([50, 1, 1], 40)])
+def test_quotas_sum_to_memory_and_respect_sizes(sizes, memory):
+    q = cluster_quotas(sizes, memory)
+    assert sum(q) == min(memory, sum(sizes))
+    assert all(0 <= a <= s for a, s in zip(q, sizes))
+
+
+def test_quotas_are_proportional():
+    assert cluster_quotas([10, 30, 60], 10) == [1, 3, 6]
+
+
+def blobs(n_per=30, seed=0):
+    rng = np.random.RandomState(seed)
+    centers = np.eye(8)[:4] * 5
+    x = np.concatenate([c + rng.randn(n_per, 8) * 0.1 for c in centers]).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_select_takes_memory_rows_nearest_to_centroids_deterministically():
+    x = blobs()
+    chosen, summary = select_by_kmeans(x, n_clusters=4, memory=20, seed=3)
+    assert len(chosen) == 20 and len(set(chosen)) == 20
+    assert sorted(summary["quotas"]) == [5, 5, 5, 5]
+    assert select_by_kmeans(x, 4, 20, 3)[0] == chosen
+    # every blob (rows 30·k … 30·k+29) contributes its quota
+    assert [sum(1 for i in chosen if i // 30 == k) for k in range(4)] == [5, 5, 5, 5]
+
+
+def test_fewer_rows_than_memory_keeps_all_and_says_so():
+    chosen, summary = select_by_kmeans(blobs(2), n_clusters=20, memory=200, seed=0)
+    assert chosen == list(range(8)) and summary["kept_all"] and "all kept" in summary["note"]

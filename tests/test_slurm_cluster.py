@@ -1,0 +1,194 @@
+"""`snakemake --profile profiles/slurm` against a real (throw-away, single-node) SLURM cluster.
+
+The cluster test needs root + apt and is opt-in outside CI:
+    SERS_SLURM_TESTS=1 .venv/bin/python -m pytest -q tests/test_slurm_cluster.py
+(CI=true turns it on; SERS_SLURM_TESTS=0 turns it off.) It takes ~1 min when the packages are
+installed, ~15 s more on a fresh machine. See tests/slurm/cluster.py for what it sets up.
+
+To run another workflow through the same checks, add a WorkflowCase to SLURM_CASES.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+REPO_ROOT = HERE.parent
+
+
+def _load_harness():
+    # Loaded by path: works whether or not tests/ is a package.
+    name = "sers_tests_slurm_cluster"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, HERE / "slurm" / "cluster.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+harness = _load_harness()
+slurm_cluster = harness.slurm_cluster
+run_with_profile = harness.run_with_profile
+
+TOY_SNAKEFILE = HERE / "slurm" / "toy" / "Snakefile"
+
+# The plugin waits 40 s (its default, sensible on a real cluster) before the first status check
+# of newly submitted jobs, then backs off by +10 s per round without a finished job:
+# checks at t0+N, +N+10, +N+20, ... A toy job takes ~5 s (mostly Snakemake starting inside the
+# job), and sacct shows it a moment after it ends, so N=1 finds it at ~12 s; N=6 at 22 s.
+FAST_STATUS_CHECKS = ["--slurm-init-seconds-before-status-checks", "1"]
+
+
+@dataclasses.dataclass
+class WorkflowCase:
+    id: str
+    snakefile: Path
+    slurm_rules: set           # rules that must each have run as (at least) one SLURM job
+    gpu_rules: set             # the subset that must have requested and been given a GPU
+    extra_args: list = dataclasses.field(default_factory=list)
+    timeout: float = 240
+
+
+SLURM_CASES = [
+    WorkflowCase(
+        id="toy",
+        snakefile=TOY_SNAKEFILE,
+        slurm_rules={"prepare", "train"},
+        gpu_rules={"train"},
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    """A running single-node SLURM cluster for this module (skips when not possible/opted in)."""
+    with slurm_cluster(keep_logs=tmp_path_factory.mktemp("slurm-daemon-logs")) as cluster:
+        yield cluster
+
+
+def check_slurm_records(records, case: WorkflowCase, cluster):
+    """Assert from sacct that the case's rules ran as SLURM jobs and only GPU rules got GPUs."""
+    by_rule = {}
+    for r in records:
+        by_rule.setdefault(r["rule"], []).append(r)
+    summary = "\n".join(
+        f"  {r['JobID']:>5} {r['rule']!s:<16} {r['State']:<10} {r['Partition']:<10} "
+        f"{r['Account']:<16} {r['AllocTRES']}"
+        for r in records
+    )
+    assert set(by_rule) == case.slurm_rules, (
+        f"rules run as SLURM jobs: {sorted(by_rule, key=str)}, expected {sorted(case.slurm_rules)} "
+        f"(local rules must not be submitted)\n{summary}"
+    )
+    for rule, recs in by_rule.items():
+        # retries may add failed attempts; the last attempt must have succeeded
+        last = recs[-1]
+        assert last["State"] == "COMPLETED" and last["ExitCode"] == "0:0", summary
+        for r in recs:
+            assert r["Partition"] == cluster.partition, summary  # from SERS_SLURM_PARTITION
+            assert r["Account"] == cluster.account, summary      # from SERS_SLURM_ACCOUNT
+            if rule in case.gpu_rules:
+                assert r["req_gpus"] >= 1 and r["gpus"] >= 1, f"{rule} got no GPU\n{summary}"
+                assert r["alloc_tres"].get(f"gres/gpu:{cluster.gpu_model}", 0) >= 1, summary
+                assert f"--gpus={cluster.gpu_model}:" in r["SubmitLine"], r["SubmitLine"]
+            else:
+                assert r["req_gpus"] == 0 and r["gpus"] == 0, f"{rule} got a GPU\n{summary}"
+                assert "--gpus" not in r["SubmitLine"], r["SubmitLine"]
+
+
+def check_gpu_visibility(records, case: WorkflowCase, cluster):
+    """Every task (batch script and srun step) of a GPU job saw CUDA_VISIBLE_DEVICES; no CPU job did.
+
+    Uses the cluster's TaskProlog log, so it needs nothing from the workflow itself.
+    """
+    task_env = cluster.task_env()
+    for r in records:
+        tasks = task_env.get(r["JobID"], [])
+        assert tasks, f"no TaskProlog record for job {r['JobID']} ({r['rule']})"
+        for t in tasks:
+            visible = t.get("CUDA_VISIBLE_DEVICES", "<unset>")
+            if r["rule"] in case.gpu_rules:
+                assert visible not in ("", "<unset>"), f"{r['rule']} job {r['JobID']}: {t}"
+            else:
+                assert visible in ("", "<unset>"), f"{r['rule']} job {r['JobID']}: {t}"
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+@pytest.mark.parametrize("case", SLURM_CASES, ids=lambda c: c.id)
+def test_profile_runs_workflow_on_slurm(slurm, case, tmp_path):
+    started = time.monotonic()
+    records = run_with_profile(
+        tmp_path, case.snakefile, [*FAST_STATUS_CHECKS, *case.extra_args], case.timeout,
+        env=slurm.env,
+    )
+    elapsed = time.monotonic() - started
+    check_slurm_records(records, case, slurm)
+    check_gpu_visibility(records, case, slurm)
+    # the profile's per-rule SLURM log folders, one log per job (successful logs are kept)
+    for r in records:
+        assert r["log_file"] is not None, f"no SLURM log for job {r['JobID']}"
+        assert f"/logs/slurm/rule_{r['rule']}/" in str(r["log_file"]), r["log_file"]
+
+    if case.id == "toy":
+        # The toy jobs also print their own view: SLURM job id + CUDA_VISIBLE_DEVICES.
+        for r in records:
+            m = re.search(r"^job_env SLURM_JOB_ID=(\S*) CUDA_VISIBLE_DEVICES=(\S*)$", r["log"],
+                          re.MULTILINE)  # the echoed line, not the printed shell command
+            assert m, f"no job_env line in the SLURM log of {r['rule']}:\n{r['log'][-2000:]}"
+            assert m.group(1) == r["JobID"]
+            assert (m.group(2) != "") == (r["rule"] in case.gpu_rules), m.group(0)
+        trained = (tmp_path / "results" / "trained.txt").read_text()
+        assert "CUDA_VISIBLE_DEVICES=0" in trained, trained
+    print(f"\n[{case.id}] snakemake --profile profiles/slurm: {elapsed:.1f}s; "
+          f"cluster setup {slurm.timings}; jobs:")
+    for r in records:
+        print(f"  {r['JobID']} {r['rule']} {r['State']} {r['Elapsed']} {r['AllocTRES']}")
+
+
+# ---------------------------------------------------------------------------------------------
+# No cluster needed: the resource helpers, and that GPU rules still run locally with --cores.
+
+
+def _load_resources(config):
+    """Execute rules/resources.smk (plain Python) with a given `config`."""
+    namespace = {"config": config}
+    exec(compile((REPO_ROOT / "rules" / "resources.smk").read_text(), "resources.smk", "exec"),
+         namespace)
+    return namespace
+
+
+def test_resource_helpers_scale_with_attempt():
+    ns = _load_resources({"slurm": {"gpu_model": "h100"}})
+    gpu = ns["gpu_resources"](mem_mb=1000, runtime=10, cpus=4)
+    assert gpu["gpu"] == 1 and gpu["gpu_model"] == "h100" and gpu["cpus_per_task"] == 4
+    assert [gpu["mem_mb"](None, a) for a in (1, 2, 3)] == [1000, 2000, 3000]
+    assert [gpu["runtime"](None, a) for a in (1, 2, 3)] == [10, 20, 30]
+    cpu = ns["cpu_resources"]()
+    assert set(cpu) == {"cpus_per_task", "mem_mb", "runtime"}
+    assert (cpu["cpus_per_task"], cpu["mem_mb"](None, 1), cpu["runtime"](None, 2)) == (1, 4000, 60)
+    default = _load_resources({"slurm": {}})["gpu_resources"]()
+    assert default["gpu_model"] == "a100" and default["mem_mb"](None, 1) == 16000
+    assert "gpu_model" not in _load_resources({"slurm": {"gpu_model": None}})["gpu_resources"]()
+
+
+def test_toy_workflow_runs_locally_without_gpu_resource_flag(tmp_path):
+    """A rule with gpu=1 runs under plain `--cores 2` (no --resources gpu=..., no SLURM)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--snakefile", str(TOY_SNAKEFILE),
+         "--directory", str(tmp_path), "--cores", "2"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (tmp_path / "results" / "trained.txt").exists()
+    assert "gpu=1" in proc.stdout + proc.stderr  # the GPU rule really carried the resource
