@@ -14,6 +14,7 @@ include: "rules/common.smk"
 include: "rules/resources.smk"
 include: "rules/models.smk"
 include: "rules/pseudo.smk"
+include: "rules/stages.smk"
 
 
 localrules:

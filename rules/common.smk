@@ -75,5 +75,81 @@ def pseudo_targets():
     return [f"{PSEUDO}/{kind}/{task}/selected.jsonl" for kind in pseudo_kinds() for task in all_tasks(config)]
 
 
+# ---- continual-learning stages (METHOD.md §4–6) ----
+PENALTY_METHODS = {"sers", "sers-nose", "sers-icl"}  # λ from the task-similarity distance
+PSEUDO_METHODS = {"ssr", "sers", "sers-noreg", "sers-nose", "sers-icl"}  # rehearse labelled pseudo rows
+NO_EVOLUTION_METHODS = {"ssr", "sers-nose"}  # plain θt labels (SSR's refinement)
+STAGE_DIR = f"{RUN}/{{order}}/{{method}}/stage{{stage}}-{{task}}"
+
+
+def stage_dir(order, method, stage):
+    task = config["orders"][order][int(stage) - 1]
+    return f"{RUN}/{order}/{method}/stage{stage}-{task}"
+
+
+def check_stage(wc):
+    tasks = config["orders"].get(wc.order)
+    if tasks is None or not 1 <= int(wc.stage) <= len(tasks) or tasks[int(wc.stage) - 1] != wc.task:
+        raise WorkflowError(f"no stage {wc.stage} with task {wc.task!r} in order {wc.order!r}")
+
+
+def previous_adapter(wc):
+    check_stage(wc)
+    t = int(wc.stage)
+    return [f"{stage_dir(wc.order, wc.method, t - 1)}/adapter"] if t > 1 else []
+
+
+def rehearsal_sets(wc):
+    """The labelled rehearsal rows of every task before this stage (none for seq)."""
+    t = int(wc.stage)
+    earlier = config["orders"][wc.order][: t - 1]
+    if wc.method == "replay":
+        return [f"{RUN}/real/{task}/rehearsal.jsonl" for task in earlier]
+    if wc.method in PSEUDO_METHODS:
+        return [f"{stage_dir(wc.order, wc.method, j)}/rehearsal.jsonl" for j in range(1, t)]
+    return []
+
+
+def similarity_input(wc):
+    if wc.method in PENALTY_METHODS and int(wc.stage) > 1:
+        return [f"{STAGE_DIR}/similarity.json".format(**wc)]
+    return []
+
+
+def pseudo_kind(method):
+    return "icl" if method in ICL_METHODS else "mask"
+
+
+def evolution_params(wc):
+    settings = dict(config["evolution"])
+    if wc.method in NO_EVOLUTION_METHODS:
+        settings["se_ratio"] = 0.0
+    return settings
+
+
+def sequential_methods():
+    return [m for m in config["methods"] if m != "mtl"]
+
+
+def stage_targets():
+    targets = []
+    for order, tasks in config["orders"].items():
+        for method in sequential_methods():
+            for t in range(1, len(tasks) + 1):
+                d = stage_dir(order, method, t)
+                targets.append(f"{d}/adapter")
+                if method in PENALTY_METHODS and t > 1:
+                    targets.append(f"{d}/similarity.json")
+                if method in PSEUDO_METHODS:
+                    targets.append(f"{d}/rehearsal.jsonl")
+    if "mtl" in config["methods"]:
+        targets.append(f"{RUN}/mtl/stage1-all/adapter")
+    return targets
+
+
+def mtl_tasks():
+    return list(dict.fromkeys(t for tasks in config["orders"].values() for t in tasks))
+
+
 def all_targets():
-    return pseudo_targets()
+    return pseudo_targets() + stage_targets()

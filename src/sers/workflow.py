@@ -32,3 +32,11 @@ def load_base(model: dict):
 
     tok = load_tokenizer(model["path"], model["trust_remote_code"])
     return load_model(model["path"], model["device"], model["dtype"], model["trust_remote_code"]), tok
+
+
+def load_adapted(model: dict, adapter_dir: str):
+    """(θt, tokenizer): θ0 with a stage's LoRA adapter (named "default"); θ0 is θt with it disabled."""
+    from peft import PeftModel
+
+    base, tok = load_base(model)
+    return PeftModel.from_pretrained(base, adapter_dir, is_trainable=False).eval(), tok

@@ -1,11 +1,12 @@
 """A throw-away, single-node SLURM cluster on localhost, for integration tests.
 
-    with slurm_cluster() as cluster:          # or the pytest fixture `slurm_cluster_fixture`
-        records = run_with_profile(workdir, snakefile, extra_args, timeout=300, env=cluster.env)
+    with slurm_cluster() as cluster:   # pytest: the module-scoped fixture `slurm` in
+        records = run_with_profile(    # tests/test_slurm_cluster.py wraps exactly this
+            workdir, snakefile, extra_args, timeout=300, env=cluster.env)
 
 What `slurm_cluster()` does (Debian/Ubuntu, as root):
-  * skips (pytest.skip) unless root + apt-get + opted in (SERS_SLURM_TESTS=1, or CI=true; SERS_SLURM_TESTS=0
-    always skips), and when SLURM daemons are already running here (never touches a real cluster);
+  * skips (pytest.skip) unless root + apt-get + opted in (SERS_SLURM_TESTS=1, or CI=true;
+    SERS_SLURM_TESTS=0 always skips), and when SLURM daemons already run here (a real cluster);
   * installs munge, slurmctld, slurmd, slurm-client, slurmdbd and mariadb-server if missing, with
     service auto-start blocked (policy-rc.d) so apt starts nothing;
   * starts, by recorded PID: munged (unless one already runs), a private MariaDB (own datadir and TCP
@@ -13,8 +14,9 @@ What `slurm_cluster()` does (Debian/Ubuntu, as root):
     cgroup.conf, slurmdbd.conf; files already there are moved aside and put back afterwards).
     /etc/slurm and not $SLURM_CONF, because the slurm-jobstep plugin drops every SLURM_* variable
     (SLURM_CONF included) before the `srun` it runs inside each job;
-  * one node (CPUs/memory from `slurmd -C`) with a fake GPU `gpu:a100:1` (a character device),
-    one partition `sers_test` (default), an account `sers_test_acct`, accounting through slurmdbd
+  * one node (this machine; advertises at least 16 CPUs / 64 GB so that real resource requests
+    fit, nothing enforces them) with fake GPUs `gpu:a100:<gpus>` (character devices), one
+    partition `sers_test` (default), an account `sers_test_acct`, accounting through slurmdbd
     (so `sacct` works: the plugin's default status command, and the test's source of truth);
   * a TaskProlog that logs SLURM_JOB_ID/SLURM_STEP_ID/CUDA_VISIBLE_DEVICES of every task, so the test
     sees what each job got without the workflow's cooperation;
@@ -39,8 +41,6 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Iterator, Sequence
-
-import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROFILE_DIR = REPO_ROOT / "profiles" / "slurm"
@@ -268,24 +268,34 @@ class SlurmCluster:
         return "\n".join(parts)
 
 
-def _slurmd_hardware() -> tuple[str, str]:
-    """(node name, 'CPUs=.. Boards=.. ... RealMemory=..') from `slurmd -C`."""
+def _slurmd_hardware() -> tuple[str, int, int]:
+    """(node name, CPUs, RealMemory in MB) as `slurmd -C` reports them."""
     first = _run(["slurmd", "-C"]).stdout.splitlines()[0]
     fields = dict(kv.split("=", 1) for kv in first.split() if "=" in kv)
-    node = fields.pop("NodeName")
-    fields.pop("UpTime", None)
-    return node, " ".join(f"{k}={v}" for k, v in fields.items())
+    return fields["NodeName"], int(fields["CPUs"]), int(fields["RealMemory"])
 
 
-def _write_configs(run: Path, node: str, hardware: str, ports: dict) -> dict[str, str]:
-    gpu_dev = run / "dev" / "nvidia0"
-    gpu_dev.parent.mkdir()
-    try:
-        # A character device (here /dev/null's 1:3): a plain file is only half accepted by slurmd
-        # and leaves CUDA_VISIBLE_DEVICES empty.
-        os.mknod(gpu_dev, 0o666 | 0o020000, os.makedev(1, 3))
-    except OSError:
-        gpu_dev.symlink_to("/dev/null")  # no CAP_MKNOD: stat() through the link sees a chr dev
+def _fake_gpus(run: Path, n: int) -> list[Path]:
+    """n fake GPU device files dev/nvidia0..n-1: character devices (1:3, like /dev/null).
+
+    A plain file is only half accepted by slurmd and leaves CUDA_VISIBLE_DEVICES empty.
+    """
+    (run / "dev").mkdir()
+    devices = []
+    for i in range(n):
+        dev = run / "dev" / f"nvidia{i}"
+        try:
+            os.mknod(dev, 0o666 | 0o020000, os.makedev(1, 3))
+        except OSError:
+            dev.symlink_to("/dev/null")  # no CAP_MKNOD: stat() through the link sees a chr dev
+        devices.append(dev)
+    return devices
+
+
+def _write_configs(run: Path, node: str, cpus: int, mem_mb: int, gpus: int,
+                   ports: dict) -> dict[str, str]:
+    devices = _fake_gpus(run, gpus)
+    gpu_files = str(devices[0]) if gpus == 1 else f"{run}/dev/nvidia[0-{gpus - 1}]"
     task_prolog = run / "task_prolog.sh"
     task_prolog.write_text(
         "#!/bin/sh\n"
@@ -334,12 +344,16 @@ AccountingStoreFlags=job_comment
 AccountingStorageEnforce=associations
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
-NodeName={node} NodeAddr=127.0.0.1 {hardware} Gres=gpu:{GPU_MODEL}:1 State=UNKNOWN
+# config_overrides: slurmd takes CPUs/RealMemory below as given, even when larger than the
+# machine, so real-pipeline requests (e.g. 8 CPUs, 16 GB) are schedulable; nothing enforces them
+# (no cgroups, jobacct_gather/none).
+SlurmdParameters=config_overrides
+NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={mem_mb} Gres=gpu:{GPU_MODEL}:{gpus} State=UNKNOWN
 PartitionName={PARTITION} Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 """
     gres_conf = f"""\
 AutoDetect=off
-NodeName={node} Name=gpu Type={GPU_MODEL} File={gpu_dev}
+NodeName={node} Name=gpu Type={GPU_MODEL} File={gpu_files}
 """
     cgroup_conf = """\
 # Unused: the test cluster runs with ProctrackType=proctrack/linuxproc and TaskPlugin=task/none
@@ -477,10 +491,24 @@ def _kill_leftover_stepd() -> None:
 
 
 @contextlib.contextmanager
-def slurm_cluster(keep_logs: Path | None = None, node_timeout: float = 60) -> Iterator[SlurmCluster]:
-    """Start a single-node SLURM cluster (with accounting) on localhost; stop it on exit."""
+def slurm_cluster(
+    keep_logs: Path | None = None,
+    *,
+    gpus: int = 1,
+    min_cpus: int = 16,
+    min_memory_mb: int = 64000,
+    node_timeout: float = 60,
+) -> Iterator[SlurmCluster]:
+    """Start a single-node SLURM cluster (with accounting) on localhost; stop it on exit.
+
+    keep_logs: directory to copy the daemon logs (and task_env.log) to before cleaning up.
+    gpus: fake `gpu:a100` devices on the node.
+    min_cpus / min_memory_mb: the node advertises max(real, min) CPUs / MB of memory.
+    """
     reason = skip_reason()
     if reason:
+        import pytest  # only here: the rest of this module also works outside pytest
+
         pytest.skip(reason)
 
     timings = {}
@@ -500,10 +528,11 @@ def slurm_cluster(keep_logs: Path | None = None, node_timeout: float = 60) -> It
         if keep_logs is not None:
             stack.callback(shutil.copytree, run / "log", Path(keep_logs), dirs_exist_ok=True)
         ports = {k: _free_port() for k in ("slurmctld", "slurmd", "slurmdbd", "mysql")}
-        node, hardware = _slurmd_hardware()
-        stack.enter_context(
-            _etc_slurm_files(_write_configs(run, node, hardware, ports), run / "etc-slurm-backup")
+        node, cpus, mem_mb = _slurmd_hardware()
+        configs = _write_configs(
+            run, node, max(cpus, min_cpus), max(mem_mb, min_memory_mb), gpus, ports
         )
+        stack.enter_context(_etc_slurm_files(configs, run / "etc-slurm-backup"))
         _ensure_munge(run, stack)
         timings["munge"] = time.monotonic() - t1
         daemons.append(_start_mariadb(run, ports["mysql"], stack))
@@ -626,7 +655,7 @@ def sacct_records(run_uuid: str, expected_ids: Sequence[str] = (), timeout: floa
             recs.append(rec)
         ids = {r["JobID"] for r in recs}
         complete = all(
-            r["JobName"] == run_uuid and r["Partition"] and r["AllocTRES"]
+            r["JobName"] == run_uuid and r["Partition"] and r["ReqTRES"]
             and r["State"].split()[0] in TERMINAL_STATES
             for r in recs
         )

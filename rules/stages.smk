@@ -1,0 +1,109 @@
+# Continual-learning stages (METHOD.md §4–6). For each order and method, stage t trains the one
+# LoRA adapter on task t (plus the rehearsal rows of earlier tasks), starting from stage t−1's
+# adapter; then task t's selected pseudo inputs are labelled by θt (self-evolution for SERS).
+
+
+rule real_rehearsal:
+    input:
+        replay=lambda wc: data_file(config, wc.task, "replay"),
+    output:
+        rehearsal=f"{RUN}/real/{{task}}/rehearsal.jsonl",
+    params:
+        max_rows=config["data"]["max_replay_rows"],
+        max_line_bytes=config["data"]["max_line_bytes"],
+        seed=lambda wc: derive_seed(config["seed"], "real-replay", wc.task),
+    log:
+        f"{RUN}/logs/real_rehearsal/{{task}}.log",
+    resources:
+        **cpu_resources(mem_mb=2000, runtime=10),
+    script:
+        "../workflow/scripts/real_rehearsal.py"
+
+
+rule task_similarity:
+    input:
+        model=model_input(),
+        previous=previous_adapter,
+        train=lambda wc: data_file(config, wc.task, "train"),
+        rehearsal=rehearsal_sets,
+    output:
+        similarity=f"{STAGE_DIR}/similarity.json",
+    params:
+        settings=config["similarity"],
+        model=model_params(),
+        max_train_rows=config["data"]["max_train_rows"],
+        max_line_bytes=config["data"]["max_line_bytes"],
+        seed=lambda wc: derive_seed(config["seed"], "similarity", wc.order, wc.method, wc.stage),
+        train_seed=lambda wc: derive_seed(config["seed"], "train-rows", wc.task),
+    log:
+        f"{RUN}/logs/similarity/{{order}}-{{method}}-stage{{stage}}-{{task}}.log",
+    resources:
+        **gpu_resources(mem_mb=32000, runtime=60, cpus=8),
+    script:
+        "../workflow/scripts/task_similarity.py"
+
+
+rule train_stage:
+    input:
+        model=model_input(),
+        previous=previous_adapter,
+        train=lambda wc: data_file(config, wc.task, "train"),
+        rehearsal=rehearsal_sets,
+        similarity=similarity_input,
+    output:
+        adapter=directory(f"{STAGE_DIR}/adapter"),
+    params:
+        training=config["training"],
+        similarity=config["similarity"],
+        model=model_params(),
+        max_train_rows=config["data"]["max_train_rows"],
+        max_line_bytes=config["data"]["max_line_bytes"],
+        seed=lambda wc: derive_seed(config["seed"], "train", wc.order, wc.method, wc.stage),
+        train_seed=lambda wc: derive_seed(config["seed"], "train-rows", wc.task),
+    log:
+        f"{RUN}/logs/train/{{order}}-{{method}}-stage{{stage}}-{{task}}.log",
+    resources:
+        **gpu_resources(mem_mb=64000, runtime=720, cpus=8),
+    script:
+        "../workflow/scripts/train_stage.py"
+
+
+rule label_rehearsal:
+    input:
+        model=model_input(),
+        adapter=f"{STAGE_DIR}/adapter",
+        selected=lambda wc: f"{PSEUDO}/{pseudo_kind(wc.method)}/{wc.task}/selected.jsonl",
+    output:
+        rehearsal=f"{STAGE_DIR}/rehearsal.jsonl",
+    params:
+        evolution=evolution_params,
+        model=model_params(),
+        shared_prefix=config["training"]["shared_prefix"],
+    log:
+        f"{RUN}/logs/label/{{order}}-{{method}}-stage{{stage}}-{{task}}.log",
+    resources:
+        **gpu_resources(mem_mb=32000, runtime=240, cpus=8),
+    script:
+        "../workflow/scripts/label_rehearsal.py"
+
+
+rule train_mtl:
+    input:
+        model=model_input(),
+        train=[data_file(config, t, "train") for t in mtl_tasks()],
+    output:
+        adapter=directory(f"{RUN}/mtl/stage1-all/adapter"),
+    params:
+        training=config["training"],
+        similarity=config["similarity"],
+        model=model_params(),
+        max_train_rows=config["data"]["max_train_rows"],
+        max_line_bytes=config["data"]["max_line_bytes"],
+        seed=derive_seed(config["seed"], "train", "mtl"),
+        train_seeds=[derive_seed(config["seed"], "train-rows", t) for t in mtl_tasks()],
+    log:
+        f"{RUN}/logs/train/mtl.log",
+    resources:
+        **gpu_resources(mem_mb=64000, runtime=1440, cpus=8),
+    script:
+        "../workflow/scripts/train_stage.py"

@@ -1,0 +1,81 @@
+"""Label self-evolution (METHOD.md §5): θt labels a task's selected pseudo inputs; the hardest
+`se_ratio` of them are re-decoded greedily from the blend p = α·p_θ0 + (1 − α)·p_θt.
+
+θ0 is θt with its adapter switched off, so one copy of the base weights serves both; the blend runs
+both in one forward pass (see `sers.generation`). Hardness, by default, is how far θt's label
+drifted from θ0's greedy label: 1 − ROUGE-L(θt, θ0)/100.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .generation import Blend, Generated, Sampling, generate
+from .prompts import encode_prompt
+from .rouge import rouge_l
+
+HARDNESS = ("base_disagreement", "logprob", "released")
+
+
+@dataclass(frozen=True)
+class EvolutionSettings:
+    se_ratio: float = 0.2
+    se_alpha: float = 0.5
+    hardness: str = "base_disagreement"
+    blend: str = "probability"
+    max_new_tokens: int = 128
+    batch_size: int = 8
+
+
+def hardness_scores(kind: str, tuned: list[Generated], base: list[Generated] | None,
+                    existing_labels: list[str]) -> list[float]:
+    """Higher = harder. `released` reproduces the released code: ROUGE-L against the row's
+    existing label, which is empty at that point, so every score ties and file order decides."""
+    if kind == "base_disagreement":
+        return [1 - rouge_l(t.text, b.text) / 100 for t, b in zip(tuned, base)]
+    if kind == "logprob":
+        return [-t.mean_logprob for t in tuned]
+    if kind == "released":
+        return [1 - rouge_l(t.text, ref) / 100 for t, ref in zip(tuned, existing_labels)]
+    raise ValueError(f"unknown hardness {kind!r}; choose from {HARDNESS}")
+
+
+def hardest(scores: list[float], ratio: float) -> list[int]:
+    """Indices of the round(ratio·N) hardest rows; ties keep file order."""
+    n = int(round(ratio * len(scores)))
+    return sorted(sorted(range(len(scores)), key=lambda i: (-scores[i], i))[:n])
+
+
+def label_rows(model, tokenizer, rows: list[dict], settings: EvolutionSettings, chat_template: bool,
+               max_prompt_tokens: int = 1024, share_prefix: bool = True, adapter: str = "default") -> list[dict]:
+    """Labelled rehearsal rows for one task (input, label, how the label was made)."""
+    greedy = Sampling(max_new_tokens=settings.max_new_tokens)
+    prompts = [encode_prompt(tokenizer, r["full_prompt"], chat_template, max_prompt_tokens) for r in rows]
+    tuned = generate(model, tokenizer, prompts, greedy, settings.batch_size, share_prefix=share_prefix,
+                     desc="label with θt")
+    chosen: list[int] = []
+    scores: list[float | None] = [None] * len(rows)
+    base: list[Generated] | None = None
+    blended: dict[int, Generated] = {}
+    if settings.se_ratio > 0 and rows:
+        if settings.hardness == "base_disagreement":
+            with model.disable_adapter():
+                base = generate(model, tokenizer, prompts, greedy, settings.batch_size, share_prefix=share_prefix,
+                                desc="label with θ0")
+        scores = hardness_scores(settings.hardness, tuned, base, [str(r.get("output", "")) for r in rows])
+        chosen = hardest(scores, settings.se_ratio)
+        outs = generate(model, tokenizer, [prompts[i] for i in chosen], greedy, settings.batch_size,
+                        blend=Blend(settings.se_alpha, settings.blend, adapter), share_prefix=share_prefix,
+                        desc="re-decode hardest with the blend")
+        blended = dict(zip(chosen, outs))
+    labelled = []
+    for i, row in enumerate(rows):
+        evolved = i in blended
+        out = blended[i] if evolved else tuned[i]
+        labelled.append({
+            "id": row["id"], "task": row.get("task"), "input": row["input"], "full_prompt": row["full_prompt"],
+            "output": out.text, "evolved": evolved, "hardness": scores[i], "theta_t_label": tuned[i].text,
+            "theta0_label": base[i].text if base is not None else None,
+            "label_source": f"blend(alpha={settings.se_alpha},{settings.blend})" if evolved else "theta_t",
+            "provenance": row.get("provenance"),
+        })
+    return labelled
