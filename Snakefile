@@ -10,15 +10,21 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/resources.smk"
 include: "rules/models.smk"
 include: "rules/pseudo.smk"
 include: "rules/stages.smk"
+include: "rules/evaluation.smk"
+include: "rules/report.smk"
 
 
 localrules:
     all,
+    plots,
 
 
 rule all:

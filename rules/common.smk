@@ -151,5 +151,42 @@ def mtl_tasks():
     return list(dict.fromkeys(t for tasks in config["orders"].values() for t in tasks))
 
 
+# ---- evaluation, metrics and the report (METHOD.md §7) ----
+def eval_tasks_at(order, stage):
+    tasks = config["orders"][order]
+    return list(tasks) if config["eval"]["all_tasks"] else list(tasks[: int(stage)])
+
+
+def eval_summaries(order, method):
+    """Every evaluation summary the metrics of (order, method) need."""
+    tasks = config["orders"][order]
+    if method == "mtl":
+        return [f"{RUN}/mtl/stage1-all/eval/{t}.json" for t in tasks]
+    files = [f"{stage_dir(order, method, s)}/eval/{t}.json" for s in range(1, len(tasks) + 1)
+             for t in eval_tasks_at(order, s)]
+    if config["eval"]["base"]:
+        files += [f"{RUN}/base/eval/{t}.json" for t in tasks]
+    return files
+
+
+def metrics_targets():
+    return [f"{RUN}/{order}/{method}/metrics.json" for order in config["orders"] for method in config["methods"]]
+
+
+def report_targets():
+    return [f"{RUN}/summary/methods.md", f"{RUN}/summary/plots.done", f"{RUN}/export/dataset_info.json"]
+
+
+def rehearsal_exports():
+    """name -> labelled rehearsal set, for LLaMA-Factory's dataset_info.json."""
+    sets = {}
+    for order, tasks in config["orders"].items():
+        for method in sequential_methods():
+            if method in PSEUDO_METHODS:
+                for t in range(1, len(tasks) + 1):
+                    sets[f"{order}.{method}.stage{t}-{tasks[t - 1]}"] = f"{stage_dir(order, method, t)}/rehearsal.jsonl"
+    return sets
+
+
 def all_targets():
-    return pseudo_targets() + stage_targets()
+    return pseudo_targets() + stage_targets() + metrics_targets() + report_targets()

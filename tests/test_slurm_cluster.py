@@ -123,6 +123,32 @@ def check_gpu_visibility(records, case: WorkflowCase, cluster):
                 assert visible in ("", "<unset>"), f"{r['rule']} job {r['JobID']}: {t}"
 
 
+def check_toy_details(records, case: WorkflowCase, workdir: Path):
+    """Toy-only checks: the jobs' own view, the resource mapping, and retry scaling."""
+    for r in records:
+        if r["State"] != "COMPLETED":
+            continue
+        # the echoed line (anchored: printshellcmds also logs the command itself)
+        m = re.search(r"^job_env SLURM_JOB_ID=(\S*) CUDA_VISIBLE_DEVICES=(\S*)$", r["log"],
+                      re.MULTILINE)
+        assert m, f"no job_env line in the SLURM log of {r['rule']}:\n{r['log'][-2000:]}"
+        assert m.group(1) == r["JobID"]
+        assert (m.group(2) != "") == (r["rule"] in case.gpu_rules), m.group(0)
+    trained = (workdir / "results" / "trained.txt").read_text()
+    assert "CUDA_VISIBLE_DEVICES=0" in trained, trained
+
+    # gpu_resources() defaults -> --cpus-per-task=8 --mem 16000 -t 240 --gpus=a100:1
+    (train,) = [r for r in records if r["rule"] == "train"]
+    assert train["alloc_tres"]["cpu"] == 8 and "mem=16000M" in train["AllocTRES"], train
+    assert train["Timelimit"] == "04:00:00", train["Timelimit"]
+    # prepare fails on attempt 1 (profile: retries) and is resubmitted with 2x memory and runtime
+    attempts = [r for r in records if r["rule"] == "prepare"]
+    assert [r["State"] for r in attempts] == ["FAILED", "COMPLETED"], attempts
+    assert [r["alloc_tres"]["mem"] for r in attempts] == [200, 400], attempts
+    assert [r["Timelimit"] for r in attempts] == ["00:05:00", "00:10:00"], attempts
+    assert all(r["alloc_tres"]["cpu"] == 1 for r in attempts), attempts
+
+
 @pytest.mark.slurm
 @pytest.mark.slow
 @pytest.mark.parametrize("case", SLURM_CASES, ids=lambda c: c.id)
@@ -141,15 +167,7 @@ def test_profile_runs_workflow_on_slurm(slurm, case, tmp_path):
         assert f"/logs/slurm/rule_{r['rule']}/" in str(r["log_file"]), r["log_file"]
 
     if case.id == "toy":
-        # The toy jobs also print their own view: SLURM job id + CUDA_VISIBLE_DEVICES.
-        for r in records:
-            m = re.search(r"^job_env SLURM_JOB_ID=(\S*) CUDA_VISIBLE_DEVICES=(\S*)$", r["log"],
-                          re.MULTILINE)  # the echoed line, not the printed shell command
-            assert m, f"no job_env line in the SLURM log of {r['rule']}:\n{r['log'][-2000:]}"
-            assert m.group(1) == r["JobID"]
-            assert (m.group(2) != "") == (r["rule"] in case.gpu_rules), m.group(0)
-        trained = (tmp_path / "results" / "trained.txt").read_text()
-        assert "CUDA_VISIBLE_DEVICES=0" in trained, trained
+        check_toy_details(records, case, tmp_path)
     print(f"\n[{case.id}] snakemake --profile profiles/slurm: {elapsed:.1f}s; "
           f"cluster setup {slurm.timings}; jobs:")
     for r in records:
@@ -183,10 +201,13 @@ def test_resource_helpers_scale_with_attempt():
 
 
 def test_toy_workflow_runs_locally_without_gpu_resource_flag(tmp_path):
-    """A rule with gpu=1 runs under plain `--cores 2` (no --resources gpu=..., no SLURM)."""
+    """A rule with gpu=1 runs under plain `--cores 2` (no --resources gpu=..., no SLURM).
+
+    (--retries 1: the toy's `prepare` fails its first attempt on purpose.)
+    """
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", "--snakefile", str(TOY_SNAKEFILE),
-         "--directory", str(tmp_path), "--cores", "2"],
+         "--directory", str(tmp_path), "--cores", "2", "--retries", "1"],
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -267,3 +267,18 @@ def write_table_csv(df: pd.DataFrame, path: str | os.PathLike, index: bool = Fal
     """Write `df` as CSV atomically."""
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=index)
+
+
+def single_model_metrics(summaries: Iterable[Mapping[str, Any]], order: Sequence[str]) -> dict[str, Any]:
+    """AR of one model evaluated once on every task (the multi-task upper bound): no stages, so no
+    BWT, FWT or forgetting."""
+    by_task = {s["task"]: s for s in summaries}
+    missing = [t for t in order if t not in by_task]
+    if missing:
+        raise SersError(f"metrics: evaluation(s) missing for task(s) {missing}")
+    scores = [float(by_task[t]["rouge_l_mean"]) for t in order]
+    ses = [by_task[t].get("rouge_l_se") for t in order]
+    n = len(order)
+    ar_se = None if any(x is None for x in ses) else math.sqrt(sum(float(x) ** 2 for x in ses)) / n
+    return {"n_tasks": n, "ar": sum(scores) / n, "ar_se": ar_se, "bwt": None, "bwt_se": None, "fwt": None,
+            "fwt_se": None, "forgetting": {}, "scores": dict(zip(order, scores))}

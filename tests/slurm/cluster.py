@@ -62,7 +62,7 @@ TERMINAL_STATES = (
 )
 SACCT_FIELDS = (
     "JobID", "JobName", "Comment", "Account", "Partition", "State", "ExitCode", "ReqTRES",
-    "AllocTRES", "NodeList", "Submit", "Start", "End", "Elapsed", "SubmitLine",
+    "AllocTRES", "NodeList", "Timelimit", "Submit", "Start", "End", "Elapsed", "SubmitLine",
 )
 
 
@@ -470,7 +470,7 @@ def _node_state(node: str) -> str:
 
 
 def _cancel_jobs_and_reap(timeout: float = 30) -> None:
-    """Cancel every job of the test cluster, wait for them to leave, kill leftover slurmstepd."""
+    """Cancel every job of the test cluster and wait (bounded) until none runs any more."""
     with contextlib.suppress(Exception):
         ids = _run(["squeue", "-h", "-o", "%i"], check=False, timeout=20).stdout.split()
         if ids:
@@ -690,7 +690,8 @@ def run_with_profile(
     and return SLURM's accounting records (sacct -X) of every job that run submitted.
 
     Each record holds the sacct fields (JobID, JobName, Comment, Account, Partition, State,
-    ExitCode, ReqTRES, AllocTRES, NodeList, Submit, Start, End, Elapsed, SubmitLine) plus:
+    ExitCode, ReqTRES, AllocTRES, NodeList, Timelimit, Submit, Start, End, Elapsed, SubmitLine)
+    plus:
       rule       rule name, from the job comment the plugin sets (rule_<name>[_wildcards_...])
       gpus       GPUs allocated (gres/gpu in AllocTRES); req_gpus: requested (ReqTRES)
       alloc_tres / req_tres   the TRES strings as {name: count}

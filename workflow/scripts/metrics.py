@@ -1,0 +1,24 @@
+"""AR, BWT, FWT and the stage × task matrix of one (order, method)."""
+import pandas as pd
+
+from sers.io import read_json, write_json
+from sers.metrics import check_complete, compute_metrics, score_matrix, single_model_metrics, write_table_csv
+from sers.workflow import script_context
+
+with script_context(snakemake.log[0]) as log:
+    p, wc = snakemake.params, snakemake.wildcards
+    summaries = []
+    for path in snakemake.input.summaries:
+        s = read_json(path)
+        # θ0 is shared by every method: label its rows as this run's stage 0
+        summaries.append({**s, "order": wc.order, "method": wc.method, "path": path})
+    if wc.method == "mtl":
+        metrics = single_model_metrics(summaries, p.order)
+        matrix = pd.DataFrame([metrics["scores"]], index=["mtl"], columns=list(p.order))
+    else:
+        check_complete(summaries, p.order, p.need_all, p.need_base)
+        metrics = compute_metrics(summaries, p.order)
+        matrix = score_matrix(summaries, p.order)
+    write_table_csv(matrix, snakemake.output.matrix, index=True)
+    write_json(snakemake.output.metrics, {"order": wc.order, "method": wc.method, "tasks": list(p.order), **metrics})
+    log.info("%s/%s: AR %.2f, BWT %s", wc.order, wc.method, metrics["ar"], metrics["bwt"])
