@@ -7,14 +7,16 @@ Loss per micro-batch = cross-entropy over the target tokens (mean over the batch
 + λ · (1 − r_b) · ½ Σ_p mean(p²) over the LoRA matrices, r_b = fraction of replay rows in the
 micro-batch. `is_replay` is set by the caller from where a row came from.
 
-Batching (deterministic given `seed`): every epoch the rows are shuffled with a seeded generator.
-With `group_batches` (default) the shuffled rows are cut into chunks of `batch_size * GROUP_BATCHES`
+Batching (deterministic given `seed`): every epoch the rows are shuffled with a seeded generator
+and cut into batches that mix tasks and replay rows as in the reference; inside a batch the rows of
+each task instruction run as one forward, so their shared prefix is still computed once (same loss).
+With `group_batches` the shuffled rows are cut into chunks of `batch_size * GROUP_BATCHES`
 rows, each chunk is sorted by its prompt token ids (rows of one task instruction end up together, so
 a batch's rows share a long prefix that `sers.generation.pack` runs once), split into batches, and
 the epoch's batches are shuffled again. Grouped batches tend to be all-new or all-replay, so r_b is
 mostly 0 or 1: the penalty's expected weight over an epoch is unchanged (λ × the share of new rows),
-but it is applied in fewer, fuller doses. `group_batches=False` keeps plain shuffled batches (r_b ≈
-the replay share in every batch, as in the reference) at the cost of less prefix sharing.
+but it is applied in fewer, fuller doses; the default (`False`) keeps r_b ≈ the replay share in
+every batch, as in the reference.
 With `shared_prefix` the common prefix of a batch runs once and its KV cache is repeated for every
 row; gradients flow through that cache, so the loss and gradients equal an unshared batch.
 
@@ -35,6 +37,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from .data import split_instruction
 from .errors import SersError
 from .generation import forward_packed, pack
 from .io import atomic_path
@@ -85,12 +88,29 @@ def penalised_loss(ce, penalty, lam: float, replay_fraction: float, only_above_m
 
 
 def target_cross_entropy(model, examples: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int,
-                         shared_prefix: bool) -> tuple[torch.Tensor, int]:
+                         shared_prefix: bool, groups: Sequence[object] | None = None) -> tuple[torch.Tensor, int]:
     """(mean cross-entropy over all target tokens of the batch, number of target tokens).
 
-    `examples` are (prompt ids, target ids). Rows are packed with `sers.generation.pack`; every row
-    keeps at least its whole target plus the last prompt token outside the shared prefix.
+    `examples` are (prompt ids, target ids). With `groups` (e.g. each row's task instruction) the
+    batch runs as one forward per group, so each group's shared prefix is computed once even in a
+    batch that mixes tasks; the per-token losses are summed over groups and divided by the batch's
+    target-token count, which is exactly the loss (and gradient) of the mixed batch.
     """
+    keys = list(groups) if groups is not None else [None] * len(examples)
+    members: dict[object, list[int]] = {}
+    for i, k in enumerate(keys):
+        members.setdefault(k, []).append(i)
+    total, n_tokens = None, 0
+    for idx in members.values():
+        part_sum, part_n = _target_ce_sum(model, [examples[i] for i in idx], pad_id, shared_prefix)
+        total = part_sum if total is None else total + part_sum
+        n_tokens += part_n
+    if n_tokens == 0:
+        raise SersError("training: a batch has no target tokens")
+    return total / n_tokens, n_tokens
+
+
+def _target_ce_sum(model, examples, pad_id: int, shared_prefix: bool) -> tuple[torch.Tensor, int]:
     seqs = [list(p) + list(t) for p, t in examples]
     # p ≤ min(len) − keep_last ≤ every prompt length − 1, so each target is predicted from the suffix
     keep = min(len(s) for s in seqs) - min(len(p) for p, _ in examples) + 1
@@ -104,10 +124,8 @@ def target_cross_entropy(model, examples: Sequence[tuple[Sequence[int], Sequence
     labels = labels[:, 1:].to(logits.device)
     keep_pos = labels != IGNORE
     n_tokens = int(keep_pos.sum())
-    if n_tokens == 0:
-        raise SersError("training: a batch has no target tokens")
     preds = logits[:, :-1][keep_pos].float()
-    return F.cross_entropy(preds, labels[keep_pos]), n_tokens
+    return F.cross_entropy(preds, labels[keep_pos], reduction="sum"), n_tokens
 
 
 def epoch_batches(prompts: Sequence[Sequence[int]], batch_size: int, generator: torch.Generator,
@@ -163,7 +181,7 @@ def train_stage(model_path: str, out_dir: str, rows: Sequence[TrainRow], *, prev
                 batch_size: int = 32, grad_accum: int = 1, max_grad_norm: float | None = 1.0,
                 warmup_ratio: float = 0.0, chat_template: bool = False, max_prompt_tokens: int = 1024,
                 max_target_tokens: int = 512, shared_prefix: bool = True, seed: int = 0, device: str = "auto",
-                dtype: str = "auto", group_batches: bool = True) -> dict:
+                dtype: str = "auto", group_batches: bool = False) -> dict:
     """Train one stage and write its adapter folder atomically; return a summary
     {steps, micro_batches, final_loss, final_ce, tokens, tokens_per_s, wall_s, rows, replay_rows}."""
     from transformers import get_cosine_schedule_with_warmup
@@ -197,6 +215,7 @@ def train_stage(model_path: str, out_dir: str, rows: Sequence[TrainRow], *, prev
     micro: list[tuple[int, list[int]]] = []
     epoch = 0
     prompts = [p for p, _ in examples]
+    instructions = [split_instruction(r.full_prompt)[0] for r in rows]  # prefix-sharing groups in a batch
     while len(micro) < total_micro:
         micro += [(epoch, b) for b in epoch_batches(prompts, batch_size, order_gen, group_batches)]
         epoch += 1
@@ -243,7 +262,8 @@ def train_stage(model_path: str, out_dir: str, rows: Sequence[TrainRow], *, prev
                     coeff = penalty_coefficient(lam, r_b, only_above_min, lambda_min)
                     amp = torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
                     with amp:
-                        ce, _ = target_cross_entropy(model, [examples[i] for i in idx], pad_id, shared_prefix)
+                        ce, _ = target_cross_entropy(model, [examples[i] for i in idx], pad_id, shared_prefix,
+                                                     [instructions[i] for i in idx])
                     penalty = lora_l2_penalty(model)
                     loss = penalised_loss(ce, penalty, lam, r_b, only_above_min, lambda_min)
                     value = float(loss.detach())
