@@ -93,10 +93,27 @@ def check_stage(wc):
         raise WorkflowError(f"no stage {wc.stage} with task {wc.task!r} in order {wc.order!r}")
 
 
+def adapter_path(order, method, stage):
+    """Stage 1 trains on task 1 alone with no penalty for every method, so its adapter is shared."""
+    if int(stage) == 1:
+        return f"{RUN}/{order}/stage1-{config['orders'][order][0]}/adapter"
+    return f"{stage_dir(order, method, stage)}/adapter"
+
+
 def previous_adapter(wc):
     check_stage(wc)
     t = int(wc.stage)
-    return [f"{stage_dir(wc.order, wc.method, t - 1)}/adapter"] if t > 1 else []
+    return [adapter_path(wc.order, wc.method, t - 1)] if t > 1 else []
+
+
+def stage_adapter(wc):
+    check_stage(wc)
+    return adapter_path(wc.order, wc.method, wc.stage)
+
+
+def model_dir_of(order, method, stage):
+    """The evaluated model's folder under RUN (the shared first stage has no method)."""
+    return adapter_path(order, method, stage).removeprefix(f"{RUN}/").removesuffix("/adapter")
 
 
 def rehearsal_sets(wc):
@@ -137,7 +154,7 @@ def stage_targets():
         for method in sequential_methods():
             for t in range(1, len(tasks) + 1):
                 d = stage_dir(order, method, t)
-                targets.append(f"{d}/adapter")
+                targets.append(adapter_path(order, method, t))
                 if method in PENALTY_METHODS and t > 1:
                     targets.append(f"{d}/similarity.json")
                 if method in PSEUDO_METHODS:
@@ -162,7 +179,7 @@ def eval_summaries(order, method):
     tasks = config["orders"][order]
     if method == "mtl":
         return [f"{RUN}/mtl/stage1-all/eval/{t}.json" for t in tasks]
-    files = [f"{stage_dir(order, method, s)}/eval/{t}.json" for s in range(1, len(tasks) + 1)
+    files = [f"{RUN}/{model_dir_of(order, method, s)}/eval/{t}.json" for s in range(1, len(tasks) + 1)
              for t in eval_tasks_at(order, s)]
     if config["eval"]["base"]:
         files += [f"{RUN}/base/eval/{t}.json" for t in tasks]

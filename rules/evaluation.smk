@@ -1,10 +1,11 @@
 # Evaluation of every stage's model on the eval split of the tasks seen so far (all tasks with
 # eval.all_tasks), θ0 on every task (eval.base, the FWT baseline), and the metrics per method.
-# {modeldir} is "base", "mtl/stage1-all" or "{order}/{method}/stage{t}-{task}".
+# {modeldir} is "base", "mtl/stage1-all", "{order}/stage1-{task}" (the shared first stage) or
+# "{order}/{method}/stage{t}-{task}".
 
 
 wildcard_constraints:
-    modeldir=r"base|mtl/stage1-all|[A-Za-z0-9][A-Za-z0-9_.-]*/[a-z][a-z-]*/stage\d+-[A-Za-z0-9][A-Za-z0-9_.-]*",
+    modeldir=r"base|mtl/stage1-all|[A-Za-z0-9][A-Za-z0-9_.-]*/([a-z][a-z-]*/)?stage\d+-[A-Za-z0-9][A-Za-z0-9_.-]*",
     evaltask=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
 
 

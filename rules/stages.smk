@@ -1,6 +1,7 @@
 # Continual-learning stages (METHOD.md §4–6). For each order and method, stage t trains the one
 # LoRA adapter on task t (plus the rehearsal rows of earlier tasks), starting from stage t−1's
 # adapter; then task t's selected pseudo inputs are labelled by θt (self-evolution for SERS).
+# Stage 1 (task 1 alone, no penalty) is the same for every method: it is trained once per order.
 
 
 rule real_rehearsal:
@@ -43,6 +44,28 @@ rule task_similarity:
         "../workflow/scripts/task_similarity.py"
 
 
+rule train_first_stage:
+    input:
+        model=model_input(),
+        train=lambda wc: data_file(config, wc.task, "train"),
+    output:
+        adapter=directory(f"{RUN}/{{order}}/stage1-{{task}}/adapter"),
+    params:
+        training=config["training"],
+        similarity=config["similarity"],
+        model=model_params(),
+        max_train_rows=config["data"]["max_train_rows"],
+        max_line_bytes=config["data"]["max_line_bytes"],
+        seed=lambda wc: derive_seed(config["seed"], "train", wc.order, 1),
+        train_seed=lambda wc: derive_seed(config["seed"], "train-rows", wc.task),
+    log:
+        f"{RUN}/logs/train/{{order}}-stage1-{{task}}.log",
+    resources:
+        **gpu_resources(mem_mb=64000, runtime=720, cpus=8),
+    script:
+        "../workflow/scripts/train_stage.py"
+
+
 rule train_stage:
     input:
         model=model_input(),
@@ -52,6 +75,8 @@ rule train_stage:
         similarity=similarity_input,
     output:
         adapter=directory(f"{STAGE_DIR}/adapter"),
+    wildcard_constraints:
+        stage=r"[2-9]|[1-9]\d+",
     params:
         training=config["training"],
         similarity=config["similarity"],
@@ -71,7 +96,7 @@ rule train_stage:
 rule label_rehearsal:
     input:
         model=model_input(),
-        adapter=f"{STAGE_DIR}/adapter",
+        adapter=stage_adapter,
         selected=lambda wc: f"{PSEUDO}/{pseudo_kind(wc.method)}/{wc.task}/selected.jsonl",
     output:
         rehearsal=f"{STAGE_DIR}/rehearsal.jsonl",

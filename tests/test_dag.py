@@ -6,6 +6,10 @@ import pytest
 
 from sers.io import read_jsonl
 
+PSEUDO_RULES = ("synthesize", "filter_pseudo", "embed_pseudo", "select_pseudo")
+PSEUDO_METHODS = ("ssr", "sers", "sers-noreg", "sers-nose", "sers-icl")
+ALL_METHODS = ("seq", "replay", "ssr", "sers", "mtl", "sers-noreg", "sers-nose", "sers-icl")
+
 
 def test_tiny_run_produces_selected_sets(tiny_run):
     for task in ("sa", "pe"):
@@ -38,11 +42,81 @@ def test_paper_preset_plans_every_task_and_method():
         elapsed = time.time() - start
     synth = {(w["kind"], w["task"]) for r, w in jobs if r == "synthesize"}
     assert len(synth) == 20  # 10 tasks × {mask, icl}
+    trained = {(w["order"], w["method"]) for r, w in jobs if r == "train_stage"}
+    assert trained == {(o, m) for o in ("order1", "order2", "order3") for m in ALL_METHODS if m != "mtl"}
+    assert sum(r == "train_stage" for r, _ in jobs) == 3 * 7 * 9  # stage 1 is shared by the methods
+    assert sum(r == "train_first_stage" for r, _ in jobs) == 3
+    assert sum(r == "train_mtl" for r, _ in jobs) == 1
     assert elapsed < 60
 
 
-def test_changing_one_task_threshold_reruns_exactly_its_chain(tiny_run):
+def test_changing_one_task_threshold_reruns_exactly_what_it_invalidates(tiny_run):
+    """filter[sa] → embed → select → labelled[sa] → every stage after sa's position; nothing else."""
     tiny_run.write_config("sa-threshold.yaml", {"filter": {"tasks": {"sa": {"max_tokens": 399}}}})
     jobs = tiny_run.planned_jobs("--configfile", "config/tiny.yaml", "sa-threshold.yaml")
-    planned = sorted((rule, w.get("kind", ""), w.get("task", "")) for rule, w in jobs if rule != "all")
-    assert planned == [("embed_pseudo", "mask", "sa"), ("filter_pseudo", "mask", "sa"), ("select_pseudo", "mask", "sa")]
+    pseudo = sorted((r, w["kind"], w["task"]) for r, w in jobs if r in PSEUDO_RULES)
+    assert pseudo == sorted((r, k, "sa") for r in ("filter_pseudo", "embed_pseudo", "select_pseudo")
+                            for k in ("mask", "icl"))
+    # sa is stage 1: its rehearsal set is relabelled, stage 1 is not retrained, stage 2 is
+    labelled = sorted((w["method"], w["stage"]) for r, w in jobs if r == "label_rehearsal")
+    assert ("sers", "1") in labelled and all(m in PSEUDO_METHODS for m, _ in labelled)
+    trained = sorted((w["method"], w["stage"]) for r, w in jobs if r == "train_stage")
+    assert trained == sorted((m, "2") for m in PSEUDO_METHODS)
+    assert "train_first_stage" not in [r for r, _ in jobs]
+    assert not any(r in ("train_mtl", "real_rehearsal", "synthesize", "build_tiny_model") for r, _ in jobs)
+    evaluated = {w["modeldir"] for r, w in jobs if r == "evaluate"}
+    assert evaluated == {f"order1/{m}/stage2-pe" for m in PSEUDO_METHODS}
+
+
+def _planned_after_removing(tiny_run, relative):
+    adapter = tiny_run.root / relative
+    moved = adapter.with_name("moved-away")
+    adapter.rename(moved)
+    try:
+        return tiny_run.planned_jobs("--configfile", "config/tiny.yaml")
+    finally:
+        moved.rename(adapter)
+
+
+def test_deleting_a_stage_adapter_reruns_that_stage_and_what_follows_only(tiny_run):
+    jobs = _planned_after_removing(tiny_run, "results/tiny/order1/sers/stage2-pe/adapter")
+    trained = [(w["method"], w["stage"]) for r, w in jobs if r == "train_stage"]
+    assert trained == [("sers", "2")]  # nothing before it, no other method
+    assert {w["modeldir"] for r, w in jobs if r == "evaluate"} == {"order1/sers/stage2-pe"}
+    # stage 1 (task 1 alone, no penalty) is shared by every method: removing it retrains it once and
+    # then every method's later stages
+    jobs = _planned_after_removing(tiny_run, "results/tiny/order1/stage1-sa/adapter")
+    assert [r for r, _ in jobs].count("train_first_stage") == 1
+    trained = sorted(w["method"] for r, w in jobs if r == "train_stage")
+    assert trained == sorted(m for m in ALL_METHODS if m != "mtl")
+    assert not any(r in PSEUDO_RULES or r == "train_mtl" for r, _ in jobs)
+
+
+def test_every_method_produced_its_artifacts(tiny_run):
+    run = tiny_run.root / "results/tiny"
+    for method in ALL_METHODS:
+        if method == "mtl":
+            assert (run / "mtl/stage1-all/adapter/adapter_model.safetensors").is_file()
+            continue
+        for stage, task in ((1, "sa"), (2, "pe")):
+            d = run / f"order1/{method}/stage{stage}-{task}"
+            model = run / "order1/stage1-sa" if stage == 1 else d  # the shared first stage
+            assert (model / "adapter/adapter_model.safetensors").is_file() and (model / "adapter/loss.jsonl").is_file()
+            for t in ("sa", "pe"):
+                assert (model / f"eval/{t}.jsonl").is_file()
+            if method in PSEUDO_METHODS:
+                rows = read_jsonl(d / "rehearsal.jsonl")
+                assert all({"output", "evolved", "label_source"} <= set(r) for r in rows)
+        if method in ("sers", "sers-nose", "sers-icl"):
+            sim = json.loads((run / f"order1/{method}/stage2-pe/similarity.json").read_text())
+            assert sim["lambda_min"] <= sim["lambda"] <= sim["lambda_max"]
+        metrics = json.loads((run / f"order1/{method}/metrics.json").read_text())
+        assert metrics["method"] == method and "ar" in metrics
+    # replay rehearses real rows; seq none
+    replay = json.loads((run / "order1/replay/stage2-pe/adapter/train_config.json").read_text())
+    assert replay["n_replay_rows"] == 4
+    assert json.loads((run / "order1/seq/stage2-pe/adapter/train_config.json").read_text())["n_replay_rows"] == 0
+    # self-evolution re-decoded round(se_ratio·N) rows for sers, none for sers-nose
+    sers = read_jsonl(run / "order1/sers/stage1-sa/rehearsal.jsonl")
+    assert sum(r["evolved"] for r in sers) == round(0.2 * len(sers))
+    assert not any(r["evolved"] for r in read_jsonl(run / "order1/sers-nose/stage1-sa/rehearsal.jsonl"))

@@ -19,9 +19,10 @@ with script_context(snakemake.log[0]) as log:
         where = {"order": None, "method": "base", "stage": 0, "stage_task": "base"}
     elif parts[0] == "mtl":
         where = {"order": None, "method": "mtl", "stage": 1, "stage_task": "all"}
-    else:
-        stage, _, stage_task = parts[2].removeprefix("stage").partition("-")
-        where = {"order": parts[0], "method": parts[1], "stage": int(stage), "stage_task": stage_task}
+    else:  # {order}/stage1-{task} (shared first stage) or {order}/{method}/stage{t}-{task}
+        stage, _, stage_task = parts[-1].removeprefix("stage").partition("-")
+        where = {"order": parts[0], "method": parts[1] if len(parts) == 3 else None, "stage": int(stage),
+                 "stage_task": stage_task}
     write_jsonl(snakemake.output.predictions, predictions)
     write_json(snakemake.output.summary, {**where, "task": wc.evaltask, **summary})
     log.info("%s on %s: ROUGE-L %.2f ± %.2f (%d rows)", wc.modeldir, wc.evaltask, summary["rouge_l_mean"],

@@ -10,9 +10,12 @@ with script_context(snakemake.log[0]) as log:
     if snakemake.rule == "train_mtl":  # every task's training rows at once, no rehearsal
         train_files, seeds = list(inputs.train), p.train_seeds
         previous, rehearsal, similarity = None, [], []
+    elif snakemake.rule == "train_first_stage":  # task 1 alone, shared by every method
+        train_files, seeds = [inputs.train], [p.train_seed]
+        previous, rehearsal, similarity = None, [], []
     else:
         train_files, seeds = [inputs.train], [p.train_seed]
-        previous = inputs.previous[0] if inputs.previous else None
+        previous = inputs.previous[0]
         rehearsal, similarity = list(inputs.rehearsal), list(inputs.similarity)
     rows = [TrainRow(r.full_prompt, r.output, False)
             for path, seed in zip(train_files, seeds) for r in task_rows(path, p.max_train_rows, seed, p.max_line_bytes)]
