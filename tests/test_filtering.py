@@ -56,8 +56,8 @@ def test_user_task_threshold_overrides_paper_rule():
     assert settings_for_task("sa", {"max_tokens": 999})["max_tokens"] == 200  # the task rule is more specific
 
 
-def test_icl_row_without_output_is_dropped():
-    settings = settings_for_task("x", {"min_tokens": 1})
+def test_icl_row_without_output_is_dropped_when_required():
+    settings = settings_for_task("x", {"min_tokens": 1, "require_output": True})
     kept, dropped, _ = filter_rows([row("an input text", output=" "), row("other input", output="yes")], settings,
                                    count_words)
     assert dropped[0]["drop_reason"] == "no output" and kept[0]["output"] == "yes"

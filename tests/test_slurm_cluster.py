@@ -57,6 +57,21 @@ class WorkflowCase:
     gpu_rules: set             # the subset that must have requested and been given a GPU
     extra_args: list = dataclasses.field(default_factory=list)
     timeout: float = 240
+    setup: object = None      # callable(workdir) that prepares the working directory
+
+
+PIPELINE_GPU_RULES = {"synthesize", "train_first_stage", "train_stage", "task_similarity", "label_rehearsal",
+                      "evaluate"}
+PIPELINE_CPU_RULES = {"build_tiny_model", "filter_pseudo", "embed_pseudo", "select_pseudo", "metrics",
+                      "summarize_methods", "export_llamafactory"}
+
+
+def setup_pipeline(workdir: Path) -> None:
+    """The real workflow on the tiny model, one method, two tasks: every kind of rule, few jobs."""
+    for name in ("config", "data"):
+        (workdir / name).symlink_to(REPO_ROOT / name)
+    (workdir / "slurm-case.yaml").write_text(
+        "run: slurm\nmethods: [sers]\neval: {base: false, all_tasks: false}\n", encoding="utf-8")
 
 
 SLURM_CASES = [
@@ -65,6 +80,15 @@ SLURM_CASES = [
         snakefile=TOY_SNAKEFILE,
         slurm_rules={"prepare", "train"},
         gpu_rules={"train"},
+    ),
+    WorkflowCase(
+        id="pipeline",
+        snakefile=REPO_ROOT / "Snakefile",
+        slurm_rules=PIPELINE_GPU_RULES | PIPELINE_CPU_RULES,  # `all` and `plots` are local rules
+        gpu_rules=PIPELINE_GPU_RULES,
+        extra_args=["--configfile", "config/tiny.yaml", "slurm-case.yaml"],
+        timeout=900,
+        setup=setup_pipeline,
     ),
 ]
 
@@ -153,6 +177,8 @@ def check_toy_details(records, case: WorkflowCase, workdir: Path):
 @pytest.mark.slow
 @pytest.mark.parametrize("case", SLURM_CASES, ids=lambda c: c.id)
 def test_profile_runs_workflow_on_slurm(slurm, case, tmp_path):
+    if case.setup is not None:
+        case.setup(tmp_path)
     started = time.monotonic()
     records = run_with_profile(
         tmp_path, case.snakefile, [*FAST_STATUS_CHECKS, *case.extra_args], case.timeout,

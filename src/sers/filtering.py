@@ -13,7 +13,7 @@ from typing import Callable
 GLOBAL_DEFAULTS = {
     "min_tokens": 20, "max_tokens": 800, "max_embed_tokens": 510, "forbidden_chars": "_=", "drop_cjk": True,
     "normalize_question_marker": False, "require_substring": None, "require_regex": None,
-    "cut_before_regex": None, "cut_markers": ["\n\n", "###"],
+    "cut_before_regex": None, "cut_markers": ["\n\n", "###"], "require_output": False,
 }
 # The released code's per-task rules, by NI-c012 category name.
 PAPER_TASK_RULES = {
@@ -82,7 +82,7 @@ def filter_rows(rows: list[dict], settings: dict, count_tokens: Callable[[str], 
     for row in rows:
         text = normalise(row["input"], settings)
         reason = drop_reason(text, settings, count_tokens, count_embed_tokens)
-        if reason is None and "output" in row and not str(row["output"]).strip():
+        if reason is None and settings["require_output"] and "output" in row and not str(row["output"]).strip():
             reason = "no output"  # an ICL (SSR) row whose output could not be parsed
         if reason is None and text in seen:
             reason = "duplicate"

@@ -11,6 +11,7 @@ holds each row twice, once with the LoRA adapter switched off (peft's mixed-adap
 """
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
@@ -101,6 +102,23 @@ def _adapter_kwargs(adapter_names: list[str] | None) -> dict:
     return {} if adapter_names is None else {"adapter_names": adapter_names}
 
 
+_CACHE_KWARG: dict[type, str] = {}
+
+
+def _cache_kwarg(model) -> str:
+    """Transformers ≥ 5.24 names the KV cache `cache`; earlier releases `past_key_values`."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    kind = type(base)
+    if kind not in _CACHE_KWARG:
+        params = inspect.signature(kind.forward).parameters
+        _CACHE_KWARG[kind] = "cache" if "cache" in params else "past_key_values"
+    return _CACHE_KWARG[kind]
+
+
+def _out_cache(out):
+    return getattr(out, "cache", None) if getattr(out, "cache", None) is not None else out.past_key_values
+
+
 def forward_packed(model, batch: PackedBatch, adapter_names: list[str] | None = None,
                    prefix_adapters: list[str] | None = None, use_cache: bool = False, last_only: bool = False):
     """Run the model over a packed batch; return (logits over the suffix [R, S, V], cache, mask).
@@ -121,15 +139,15 @@ def forward_packed(model, batch: PackedBatch, adapter_names: list[str] | None = 
         prefix = batch.prefix.to(device)[None].expand(len(groups), -1)
         kwargs = _adapter_kwargs(prefix_adapters)
         out = model(input_ids=prefix, use_cache=True, logits_to_keep=1, **kwargs)
-        cache = out.cache
+        cache = _out_cache(out)
         cache.batch_repeat_interleave(rows // len(groups))
     mask = torch.cat([torch.ones(rows, p, dtype=torch.long, device=device), suffix_mask], dim=1)
     positions = (p + suffix_mask.cumsum(-1) - 1).clamp(min=0)
     if cache is None and use_cache:
         cache = DynamicCache()
-    out = model(input_ids=suffix, attention_mask=mask, position_ids=positions, cache=cache,
+    out = model(input_ids=suffix, attention_mask=mask, position_ids=positions, **{_cache_kwarg(model): cache},
                 use_cache=use_cache or p > 0, logits_to_keep=1 if last_only else 0, **_adapter_kwargs(adapter_names))
-    return out.logits, out.cache, mask
+    return out.logits, _out_cache(out), mask
 
 
 def _apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
@@ -225,8 +243,8 @@ def _decode_batch(model, tokenizer, seqs: list[list[int]], sampling: Sampling, g
         mask = torch.cat([mask, torch.ones(rows, 1, dtype=mask.dtype, device=device)], dim=1)
         # `positions` already has a row per packed row (both copies of every row when blending)
         out = model(input_ids=step_tokens[:, None], attention_mask=mask, position_ids=positions[:, None],
-                    cache=cache, use_cache=True, **_adapter_kwargs(adapters))
-        cache = out.cache
+                    **{_cache_kwarg(model): cache}, use_cache=True, **_adapter_kwargs(adapters))
+        cache = _out_cache(out)
         next_logits = out.logits[:, -1, :].float()
         positions = positions + 1
     results = []

