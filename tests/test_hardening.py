@@ -1,0 +1,173 @@
+"""Bad input, interrupted runs, determinism and safe loading (the "what can go wrong" catalogue)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, SNAKEMAKE, Workflow
+from sers.errors import SersError
+
+TINY = ("--configfile", "config/tiny.yaml")
+
+
+def results_files(wf: Workflow) -> list[str]:
+    root = wf.root / "results"
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+def failed(wf: Workflow, *args: str) -> str:
+    proc = wf.snakemake(*args, check=False)
+    assert proc.returncode != 0, proc.stdout[-2000:]
+    return proc.stdout + proc.stderr
+
+
+# ---- bad input: one clear message naming file:line or the config key, non-zero exit, no artifact ----
+
+@pytest.mark.parametrize("override,message", [
+    ({"selection": {"memory": -5}}, "config: selection.memory: -5 is less than the minimum of 1"),
+    ({"evolution": {"se_alpha": 2}}, "config: evolution.se_alpha: 2 is greater than the maximum of 1"),
+    ({"evolution": {"se_ratio": 1.5}}, "config: evolution.se_ratio: 1.5 is greater than the maximum of 1"),
+    ({"training": {"epochs": "three"}}, "config: training.epochs: 'three' is not of type 'number'"),
+    ({"tasks": ["sa", "../x"], "orders": {"order1": ["sa"]}}, "task name '../x'"),
+    ({"tasks": ["a/b"], "orders": {"order1": ["sa"]}}, "task name 'a/b'"),
+    ({"tasks": ["nosuch"], "orders": {"order1": ["nosuch", "sa"]}}, "task 'nosuch' is unknown to data.dir"),
+    ({"orders": {"order1": ["sa", "pe", "sa"]}}, "config: orders.order1: task 'sa' appears more than once"),
+])
+def test_bad_config_fails_at_start_up_naming_the_key(workflow_dir, override, message):
+    workflow_dir.write_config("bad.yaml", override)
+    out = failed(workflow_dir, "-n", *TINY, "bad.yaml")
+    assert message in out
+    assert results_files(workflow_dir) == []
+
+
+def corrupt_data(wf: Workflow, name: str, content: bytes) -> str:
+    data = wf.root / "mydata"
+    shutil.copytree(REPO / "data/ni-c012-sample", data)
+    (data / name).write_bytes(content)
+    return wf.write_config("mydata.yaml", {"data": {"dir": "mydata"}})
+
+
+GOOD_LINE = (REPO / "data/ni-c012-sample/sa.train.smp001.json").read_bytes().splitlines(keepends=True)[0]
+
+
+@pytest.mark.parametrize("content,where", [
+    (GOOD_LINE + b"{broken json\n", ":2: malformed JSON"),
+    (GOOD_LINE + b'{"id": "x", "input": "caf\xe9", "output": "y", "full_prompt": "p"}\n', ":2: not valid UTF-8"),
+    (GOOD_LINE + GOOD_LINE.replace(b'"output"', b'"outptu"'), ":2: missing field 'output'"),
+    (GOOD_LINE + GOOD_LINE.replace(b'"input": "', b'"input": 7, "x": "'), ":2: field 'input' must be a string"),
+    (b"", ":1: file has no rows"),
+    (GOOD_LINE + GOOD_LINE, ":2: duplicate id"),
+    (GOOD_LINE + b'{"id": "big", "input": "' + b"x" * 3000 + b'", "output": "y", "full_prompt": "p"}\n',
+     ":2: line is 3"),
+])
+def test_bad_seed_file_fails_with_file_and_line_and_leaves_no_artifact(workflow_dir, content, where):
+    cfg = corrupt_data(workflow_dir, "sa.train.smp001.json", content)
+    workflow_dir.write_config("limit.yaml", {"data": {"max_line_bytes": 2000}})
+    target = "results/tiny/pseudo/mask/sa/raw.jsonl"
+    out = failed(workflow_dir, *TINY, cfg, "limit.yaml", target)
+    assert re.search(r"mydata/sa\.train\.smp001\.json" + re.escape(where), out), out[-3000:]
+    assert not (workflow_dir.root / target).exists()
+    assert not list((workflow_dir.root / "results/tiny/pseudo").rglob("*.jsonl"))
+
+
+def test_missing_model_path_fails_clearly(workflow_dir):
+    workflow_dir.write_config("model.yaml", {"model": {"source": "path", "path": str(workflow_dir.root / "nope")}})
+    target = "results/tiny/pseudo/mask/sa/raw.jsonl"
+    out = failed(workflow_dir, *TINY, "model.yaml", target)
+    assert f"model.path: {workflow_dir.root / 'nope'} does not exist" in out
+    assert not (workflow_dir.root / target).exists()
+
+
+def test_lora_targets_absent_from_the_model(tiny_model_dir):
+    from sers.models import load_model, lora_target_modules
+
+    model = load_model(str(tiny_model_dir))
+    assert lora_target_modules(model, "auto") == ["q_proj", "v_proj"]
+    with pytest.raises(SersError, match=r"training.target_modules: \['query_key_value'\] not found in the model"):
+        lora_target_modules(model, ["query_key_value"])
+
+
+# ---- safe loading ----
+
+def test_weights_load_only_from_safetensors(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from sers.models import load_model
+
+    unsafe = tmp_path / "pickled"
+    AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)).save_pretrained(unsafe, safe_serialization=False)
+    for f in Path(tiny_model_dir).glob("tokenizer*"):
+        shutil.copy(f, unsafe)
+    assert not list(unsafe.glob("*.safetensors"))
+    with pytest.raises(Exception):
+        load_model(str(unsafe))
+
+
+def test_no_unsafe_loading_in_the_code():
+    code = {p: p.read_text() for d in ("src", "workflow", "rules") for p in (REPO / d).rglob("*")
+            if p.suffix in (".py", ".smk")}
+    code[REPO / "Snakefile"] = (REPO / "Snakefile").read_text()
+    for path, text in code.items():
+        assert "torch.load(" not in text, path
+        assert "pickle" not in text.replace("allow_pickle=False", ""), path
+        assert "trust_remote_code=True" not in text, path
+        assert not re.search(r"yaml\.load\(", text), path
+        assert not re.search(r"^\s*shell:", text, re.MULTILINE), f"{path}: no shell: rules (config never reaches a shell)"
+
+
+# ---- interrupted runs and determinism ----
+
+KILL_TARGETS = ("results/tiny/pseudo/mask/sa/selected.jsonl", "results/tiny/order1/sers/stage1-sa/rehearsal.jsonl",
+                "results/tiny/order1/seq/metrics.json")
+
+
+def start(wf: Workflow, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([SNAKEMAKE, "--cores", "2", *TINY, *args, *KILL_TARGETS], cwd=wf.root,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def kill_when_started(wf: Workflow, proc: subprocess.Popen, log_dir: str, timeout: float = 240) -> None:
+    """SIGKILL the whole run (Snakemake and its jobs) as soon as a job of the given kind starts."""
+    deadline = time.time() + timeout
+    logs = wf.root / "results/tiny/logs" / log_dir
+    while time.time() < deadline:
+        if logs.exists() and any(p.stat().st_size for p in logs.rglob("*.log")):
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended before a {log_dir} job started")
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    raise AssertionError(f"no {log_dir} job started within {timeout}s")
+
+
+@pytest.mark.slow
+def test_sigkilled_runs_resume_to_the_uninterrupted_result(tiny_run, tmp_path):
+    """Kill during synthesis, training and evaluation; the resumed run equals an uninterrupted one
+    (tiny_run, a separate run: so this is also the byte-identical determinism check on CPU)."""
+    wf = Workflow(tmp_path)
+    for stage in ("synthesize", "train", "eval"):
+        proc = start(wf, "--rerun-incomplete")
+        kill_when_started(wf, proc, stage)
+        subprocess.run([SNAKEMAKE, "--unlock", *TINY], cwd=wf.root, check=True, capture_output=True)
+        for target in KILL_TARGETS:
+            assert not (wf.root / target).exists() or stage != "synthesize"
+    wf.snakemake("--rerun-incomplete", *TINY, *KILL_TARGETS)
+    compared = list(KILL_TARGETS) + ["results/tiny/order1/seq/stage2-pe/eval/pe.jsonl",
+                                     "results/tiny/order1/seq/matrix.csv"]
+    for target in compared:
+        assert (wf.root / target).read_bytes() == (tiny_run.root / target).read_bytes(), target
+    # a killed job leaves no trusted artifact: nothing half-written under a final name
+    for path in (wf.root / "results").rglob("*"):
+        if path.suffix == ".jsonl" and path.is_file():
+            for line in path.read_text().splitlines():
+                json.loads(line)
