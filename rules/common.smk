@@ -1,5 +1,6 @@
 # Validation, paths and input functions shared by every rule. Rules only wire; the logic is in
 # src/sers, and the scripts in workflow/scripts adapt snakemake.input/params/output to it.
+import os
 import sys
 from pathlib import Path
 
@@ -113,7 +114,7 @@ def stage_adapter(wc):
 
 def model_dir_of(order, method, stage):
     """The evaluated model's folder under RUN (the shared first stage has no method)."""
-    return adapter_path(order, method, stage).removeprefix(f"{RUN}/").removesuffix("/adapter")
+    return os.path.relpath(os.path.dirname(adapter_path(order, method, stage)), RUN)
 
 
 def rehearsal_sets(wc):
@@ -188,6 +189,34 @@ def eval_summaries(order, method):
 
 def metrics_targets():
     return [f"{RUN}/{order}/{method}/metrics.json" for order in config["orders"] for method in config["methods"]]
+
+
+def evaluated_adapter(wc):
+    return [] if wc.modeldir == "base" else [f"{RUN}/{wc.modeldir}/adapter"]
+
+
+def summary_inputs(wildcards):
+    return {
+        "metrics": metrics_targets(),
+        "matrices": [f"{RUN}/{o}/{m}/matrix.csv" for o in config["orders"] for m in config["methods"]],
+    }
+
+
+def plot_inputs(wildcards):
+    kinds = pseudo_kinds()
+    tasks = all_tasks(config)
+    sims = [f"{stage_dir(o, m, t)}/similarity.json" for o, ts in config["orders"].items()
+            for m in sequential_methods() if m in PENALTY_METHODS for t in range(2, len(ts) + 1)]
+    return {
+        "metrics": metrics_targets(),
+        "similarity": sims,
+        "filter_summaries": [f"{PSEUDO}/{k}/{t}/filter_summary.json" for k in kinds for t in tasks],
+        "selections": [f"{PSEUDO}/{k}/{t}/selection.json" for k in kinds for t in tasks],
+        "embeddings": [f"{PSEUDO}/{k}/{t}/embeddings.npy" for k in kinds for t in tasks],
+        "selected": [f"{PSEUDO}/{k}/{t}/selected.jsonl" for k in kinds for t in tasks],
+        "rehearsal": list(rehearsal_exports().values()),
+        "seeds": [data_file(config, t, "seeds") for t in tasks],
+    }
 
 
 def report_targets():

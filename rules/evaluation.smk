@@ -9,10 +9,6 @@ wildcard_constraints:
     evaltask=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
 
 
-def evaluated_adapter(wc):
-    return [] if wc.modeldir == "base" else [f"{RUN}/{wc.modeldir}/adapter"]
-
-
 rule evaluate:
     input:
         model=model_input(),

@@ -2,13 +2,6 @@
 # (`snakemake --report report.html`), every figure with a caption, grouped by category.
 
 
-def summary_inputs(wildcards):
-    return {
-        "metrics": metrics_targets(),
-        "matrices": [f"{RUN}/{o}/{m}/matrix.csv" for o in config["orders"] for m in config["methods"]],
-    }
-
-
 rule summarize_methods:
     input:
         unpack(summary_inputs),
@@ -21,23 +14,6 @@ rule summarize_methods:
         **cpu_resources(mem_mb=2000, runtime=10),
     script:
         "../workflow/scripts/summarize_methods.py"
-
-
-def plot_inputs(wildcards):
-    kinds = pseudo_kinds()
-    tasks = all_tasks(config)
-    sims = [f"{stage_dir(o, m, t)}/similarity.json" for o, ts in config["orders"].items()
-            for m in sequential_methods() if m in PENALTY_METHODS for t in range(2, len(ts) + 1)]
-    return {
-        "metrics": metrics_targets(),
-        "similarity": sims,
-        "filter_summaries": [f"{PSEUDO}/{k}/{t}/filter_summary.json" for k in kinds for t in tasks],
-        "selections": [f"{PSEUDO}/{k}/{t}/selection.json" for k in kinds for t in tasks],
-        "embeddings": [f"{PSEUDO}/{k}/{t}/embeddings.npy" for k in kinds for t in tasks],
-        "selected": [f"{PSEUDO}/{k}/{t}/selected.jsonl" for k in kinds for t in tasks],
-        "rehearsal": list(rehearsal_exports().values()),
-        "seeds": [data_file(config, t, "seeds") for t in tasks],
-    }
 
 
 rule plots:

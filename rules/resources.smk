@@ -5,7 +5,7 @@
 #     configfile: "config/config.yaml"
 #     include: "rules/resources.smk"
 #
-#     rule train:
+#     (in a rule named train)
 #         ...
 #         resources:
 #             **gpu_resources(mem_mb=32000, runtime=480, cpus=8),
