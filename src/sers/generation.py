@@ -211,7 +211,10 @@ def _decode_batch(model, tokenizer, seqs: list[list[int]], sampling: Sampling, g
         seen = torch.zeros((n, vocab), dtype=torch.bool, device=device)
         for i, s in enumerate(seqs):
             seen[i, torch.tensor(s, device=device).clamp(max=vocab - 1)] = True
-    out_tokens: list[list[int]] = [[] for _ in range(n)]
+    # Tokens stay on the device until the end: one host sync per step (the all-done check), not per row.
+    chosen_steps: list[torch.Tensor] = []
+    alive_steps: list[torch.Tensor] = []
+    stop_tensor = torch.tensor(sorted(stop_ids), dtype=torch.long, device=device)
     logprob = torch.zeros(n, dtype=torch.float64, device=device)
     done = torch.zeros(n, dtype=torch.bool, device=device)
     for _ in range(sampling.max_new_tokens):
@@ -229,11 +232,10 @@ def _decode_batch(model, tokenizer, seqs: list[list[int]], sampling: Sampling, g
             token = scores.argmax(-1)
         chosen_lp = logp.gather(-1, token[:, None]).squeeze(-1)
         logprob += torch.where(done, torch.zeros_like(chosen_lp), chosen_lp).double()
-        for i in range(n):
-            if not done[i]:
-                out_tokens[i].append(int(token[i]))
+        chosen_steps.append(token)
+        alive_steps.append(~done)
         if sampling.stop_at_eos:
-            done |= torch.tensor([int(t) in stop_ids for t in token.tolist()], device=device)
+            done = done | torch.isin(token, stop_tensor)
         if seen is not None:
             seen[torch.arange(n, device=device), token] = True
         if bool(done.all()):
@@ -248,11 +250,14 @@ def _decode_batch(model, tokenizer, seqs: list[list[int]], sampling: Sampling, g
         next_logits = out.logits[:, -1, :].float()
         positions = positions + 1
     results = []
+    chosen = torch.stack(chosen_steps, dim=1).tolist() if chosen_steps else [[] for _ in range(n)]
+    alive = torch.stack(alive_steps, dim=1).tolist() if alive_steps else [[] for _ in range(n)]
+    logprob_list = logprob.tolist()
     for i in range(n):
-        toks = out_tokens[i]
+        toks = [t for t, keep in zip(chosen[i], alive[i]) if keep]
         if sampling.stop_at_eos and toks and toks[-1] in stop_ids:
             toks = toks[:-1]
-        results.append(Generated(toks, tokenizer.decode(toks, skip_special_tokens=True), float(logprob[i])))
+        results.append(Generated(toks, tokenizer.decode(toks, skip_special_tokens=True), logprob_list[i]))
     return results
 
 
