@@ -21,14 +21,16 @@ $(BIN)/.installed: requirements.lock pyproject.toml
 
 venv: $(BIN)/.installed
 
+# The default experiment, then its HTML report (tables and every plot, with captions).
 run: $(BIN)/.installed
 	$(BIN)/snakemake --cores $(CORES)
+	$(BIN)/snakemake --cores 1 --report results/default/report.html
 
 dry-run: $(BIN)/.installed
 	$(BIN)/snakemake -n
 
 report: $(BIN)/.installed
-	$(BIN)/snakemake --report report.html
+	$(BIN)/snakemake --cores 1 --report results/default/report.html
 
 lint: $(BIN)/.installed
 	$(BIN)/snakemake --lint

@@ -17,7 +17,7 @@ import yaml  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
-LINKED = ("Snakefile", "rules", "workflow", "config", "data", "src", "profiles")
+LINKED = ("Snakefile", "rules", "workflow", "config", "data", "src", "profiles", "report")
 
 
 class Workflow:

@@ -127,3 +127,25 @@ def test_lint_is_clean_but_for_the_answered_environment_lint(workflow_dir):
     proc = workflow_dir.snakemake("--lint", check=False)
     titles = {line.strip() for line in (proc.stdout + proc.stderr).splitlines() if line.strip().startswith("* ")}
     assert titles == {"* Specify a conda environment or container for each rule.:"}, titles
+
+
+def test_report_builds_and_contains_every_plot(tiny_run):
+    tiny_run.snakemake("--configfile", "config/tiny.yaml", "--report", "report.html")
+    html = (tiny_run.root / "report.html").read_text(errors="replace")
+    plots = tiny_run.root / "results/tiny/summary/plots"
+    names = [p.name for p in plots.rglob("*.png")]
+    assert {"funnel.png", "similarity.png", "order1.png", "order1-sers.png", "sa.png"} <= set(names)
+    for name in names:
+        assert name in html, name
+    for category in ("Score matrices", "Forgetting curves", "Task similarity", "Pseudo samples", "Metrics"):
+        assert category in html, category
+
+
+def test_llamafactory_export_names_files_that_exist(tiny_run):
+    info_path = tiny_run.root / "results/tiny/export/dataset_info.json"
+    info = json.loads(info_path.read_text())
+    assert "order1.sers.stage1-sa" in info
+    for name, entry in info.items():
+        data = json.loads((info_path.parent / entry["file_name"]).read_text())
+        assert isinstance(data, list) and all({"instruction", "input", "output"} <= set(r) for r in data)
+        assert entry["formatting"] == "alpaca"

@@ -15,6 +15,8 @@ import pytest
 from conftest import REPO, SNAKEMAKE, Workflow
 from sers.errors import SersError
 
+from _tiny import tiny_model_dir  # noqa: F401  (fixture)
+
 TINY = ("--configfile", "config/tiny.yaml")
 
 
@@ -72,7 +74,7 @@ def test_bad_seed_file_fails_with_file_and_line_and_leaves_no_artifact(workflow_
     cfg = corrupt_data(workflow_dir, "sa.train.smp001.json", content)
     workflow_dir.write_config("limit.yaml", {"data": {"max_line_bytes": 2000}})
     target = "results/tiny/pseudo/mask/sa/raw.jsonl"
-    out = failed(workflow_dir, *TINY, cfg, "limit.yaml", target)
+    out = failed(workflow_dir, target, *TINY, cfg, "limit.yaml")
     assert re.search(r"mydata/sa\.train\.smp001\.json" + re.escape(where), out), out[-3000:]
     assert not (workflow_dir.root / target).exists()
     assert not list((workflow_dir.root / "results/tiny/pseudo").rglob("*.jsonl"))
@@ -81,7 +83,7 @@ def test_bad_seed_file_fails_with_file_and_line_and_leaves_no_artifact(workflow_
 def test_missing_model_path_fails_clearly(workflow_dir):
     workflow_dir.write_config("model.yaml", {"model": {"source": "path", "path": str(workflow_dir.root / "nope")}})
     target = "results/tiny/pseudo/mask/sa/raw.jsonl"
-    out = failed(workflow_dir, *TINY, "model.yaml", target)
+    out = failed(workflow_dir, target, *TINY, "model.yaml")
     assert f"model.path: {workflow_dir.root / 'nope'} does not exist" in out
     assert not (workflow_dir.root / target).exists()
 
@@ -98,17 +100,21 @@ def test_lora_targets_absent_from_the_model(tiny_model_dir):
 # ---- safe loading ----
 
 def test_weights_load_only_from_safetensors(tiny_model_dir, tmp_path):
-    from transformers import AutoModelForCausalLM
+    import torch
+    from safetensors.torch import load_file
 
     from sers.models import load_model
 
     unsafe = tmp_path / "pickled"
-    AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)).save_pretrained(unsafe, safe_serialization=False)
-    for f in Path(tiny_model_dir).glob("tokenizer*"):
-        shutil.copy(f, unsafe)
-    assert not list(unsafe.glob("*.safetensors"))
-    with pytest.raises(Exception):
+    unsafe.mkdir()
+    for f in Path(tiny_model_dir).iterdir():
+        if f.suffix != ".safetensors":
+            shutil.copy(f, unsafe)
+    # the same weights as a pickle (transformers 5 itself no longer writes .bin files)
+    torch.save(load_file(str(Path(tiny_model_dir) / "model.safetensors")), unsafe / "pytorch_model.bin")
+    with pytest.raises(Exception, match="safetensors|model.safetensors|no file named"):
         load_model(str(unsafe))
+    assert load_model(str(tiny_model_dir)) is not None
 
 
 def test_no_unsafe_loading_in_the_code():
@@ -130,7 +136,7 @@ KILL_TARGETS = ("results/tiny/pseudo/mask/sa/selected.jsonl", "results/tiny/orde
 
 
 def start(wf: Workflow, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([SNAKEMAKE, "--cores", "2", *TINY, *args, *KILL_TARGETS], cwd=wf.root,
+    return subprocess.Popen([SNAKEMAKE, "--cores", "2", *KILL_TARGETS, *args, *TINY], cwd=wf.root,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
@@ -161,7 +167,7 @@ def test_sigkilled_runs_resume_to_the_uninterrupted_result(tiny_run, tmp_path):
         subprocess.run([SNAKEMAKE, "--unlock", *TINY], cwd=wf.root, check=True, capture_output=True)
         for target in KILL_TARGETS:
             assert not (wf.root / target).exists() or stage != "synthesize"
-    wf.snakemake("--rerun-incomplete", *TINY, *KILL_TARGETS)
+    wf.snakemake(*KILL_TARGETS, "--rerun-incomplete", *TINY)
     compared = list(KILL_TARGETS) + ["results/tiny/order1/seq/stage2-pe/eval/pe.jsonl",
                                      "results/tiny/order1/seq/matrix.csv"]
     for target in compared:
