@@ -9,6 +9,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from .errors import SersError
 
@@ -47,15 +48,13 @@ def check_task_name(name: str, where: str = "tasks") -> str:
     return name
 
 
-def read_rows(path: str | Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> list[Row]:
-    """Read one NI JSON Lines file; raise SersError naming file:line for the first bad row."""
+def iter_json_objects(path: str | Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Iterator[tuple[str, dict]]:
+    """(`file:line`, object) for every non-blank line of a JSON Lines file; SersError at the first
+    line that is too long, not UTF-8, not JSON, or not an object."""
     path = Path(path)
     if not path.is_file():
         raise SersError(f"{path}: no such data file")
-    raw = path.read_bytes()
-    rows: list[Row] = []
-    seen: dict[str, int] = {}
-    for lineno, line in enumerate(raw.split(b"\n"), start=1):
+    for lineno, line in enumerate(path.read_bytes().split(b"\n"), start=1):
         if not line.strip():
             continue
         where = f"{path}:{lineno}"
@@ -71,6 +70,14 @@ def read_rows(path: str | Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) ->
             raise SersError(f"{where}: malformed JSON: {e.msg} at column {e.colno}") from None
         if not isinstance(obj, dict):
             raise SersError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        yield where, obj
+
+
+def read_rows(path: str | Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> list[Row]:
+    """Read one NI JSON Lines file; raise SersError naming file:line for the first bad row."""
+    rows: list[Row] = []
+    seen: dict[str, str] = {}
+    for where, obj in iter_json_objects(path, max_line_bytes):
         for field in REQUIRED_FIELDS:
             if field not in obj:
                 raise SersError(f"{where}: missing field {field!r}")
@@ -80,8 +87,8 @@ def read_rows(path: str | Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) ->
             if not obj[field].strip():
                 raise SersError(f"{where}: field {field!r} is empty")
         if obj["id"] in seen:
-            raise SersError(f"{where}: duplicate id {obj['id']!r} (first on line {seen[obj['id']]})")
-        seen[obj["id"]] = lineno
+            raise SersError(f"{where}: duplicate id {obj['id']!r} (first on line {seen[obj['id']].rsplit(':', 1)[1]})")
+        seen[obj["id"]] = where
         rows.append(Row(obj["id"], obj["input"], obj["output"], obj["full_prompt"]))
     if not rows:
         raise SersError(f"{path}:1: file has no rows")

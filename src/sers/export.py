@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
-from sers.data import split_instruction
+from sers.data import iter_json_objects, split_instruction
 from sers.errors import SersError
 from sers.io import write_json
 
@@ -41,23 +41,7 @@ def to_alpaca_row(obj: Mapping[str, Any], where: str, split_prompt: bool = True)
 
 def read_rehearsal(path: str | os.PathLike, split_prompt: bool = True) -> list[dict[str, str]]:
     """Read a rehearsal JSON Lines file as alpaca rows; SersError names file:line of a bad row."""
-    path = Path(path)
-    if not path.is_file():
-        raise SersError(f"{path}: no such rehearsal file")
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise SersError(f"{where}: malformed JSON: {e.msg} at column {e.colno}") from None
-            if not isinstance(obj, dict):
-                raise SersError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-            rows.append(to_alpaca_row(obj, where, split_prompt=split_prompt))
-    return rows
+    return [to_alpaca_row(obj, where, split_prompt=split_prompt) for where, obj in iter_json_objects(path)]
 
 
 def write_dataset_info(rehearsal_files: Mapping[str, str | os.PathLike], out_path: str | os.PathLike,
