@@ -165,8 +165,6 @@ def test_sigkilled_runs_resume_to_the_uninterrupted_result(tiny_run, tmp_path):
         proc = start(wf, "--rerun-incomplete")
         kill_when_started(wf, proc, stage)
         subprocess.run([SNAKEMAKE, "--unlock", *TINY], cwd=wf.root, check=True, capture_output=True)
-        for target in KILL_TARGETS:
-            assert not (wf.root / target).exists() or stage != "synthesize"
     wf.snakemake(*KILL_TARGETS, "--rerun-incomplete", *TINY)
     compared = list(KILL_TARGETS) + ["results/tiny/order1/seq/stage2-pe/eval/pe.jsonl",
                                      "results/tiny/order1/seq/matrix.csv"]
