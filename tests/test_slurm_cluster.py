@@ -239,3 +239,22 @@ def test_toy_workflow_runs_locally_without_gpu_resource_flag(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (tmp_path / "results" / "trained.txt").exists()
     assert "gpu=1" in proc.stdout + proc.stderr  # the GPU rule really carried the resource
+
+
+def test_paper_preset_plan_requests_gpus_on_exactly_the_gpu_rules():
+    """`snakemake -n --profile profiles/slurm` of the paper preset: GPU requests on the GPU rules only."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--profile", "profiles/slurm",
+         "--configfile", "config/experiments/paper-llama2-7b.yaml"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    gpu, cpu, rule = set(), set(), None
+    for line in (proc.stdout + proc.stderr).splitlines():
+        m = re.match(r"^(local)?rule (\S+):$", line.strip())
+        if m:
+            rule = m.group(2)
+        elif line.strip().startswith("resources:") and rule:
+            (gpu if re.search(r"\bgpu=1\b", line) and "gpu_model=a100" in line else cpu).add(rule)
+            rule = None
+    assert gpu == PIPELINE_GPU_RULES | {"train_mtl"}
+    assert not gpu & cpu and {"filter_pseudo", "select_pseudo", "metrics", "embed_pseudo"} <= cpu
