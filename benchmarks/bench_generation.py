@@ -187,6 +187,15 @@ def bench_prefix(peft_model, tok, device, task, n, batch, new_tokens, chat):
             "eval_speedup": e_plain / e_shared, "eval_identical_rows": sum(x.token_ids == y.token_ids for x, y in zip(a, b))}
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident set (VmHWM). Not ru_maxrss: Linux carries that over exec from the
+    forking parent, so a child of a big benchmark process would report the parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def memory_child(args) -> None:
     """One decoding run in this fresh process; prints its peak memory."""
     device = torch.device(args.device)
@@ -199,8 +208,7 @@ def memory_child(args) -> None:
     greedy = Sampling(max_new_tokens=args.new_tokens, stop_at_eos=False)
     blend = Blend(0.5) if args.memory_child == "blend" else None
     generate(peft_model, tok, prompts, greedy, args.batch, blend=blend)
-    peak = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else peak_rss_mib()
     print(json.dumps({"peak_mib": peak}))
 
 
@@ -214,7 +222,7 @@ def bench_memory(args):
                "--memory-child", kind] + (["--chat-template"] if args.chat_template else [])
         out = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ, "SERS_NO_PROGRESS": "1"})
         peaks[kind] = json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"]
-    what = "torch.cuda.max_memory_allocated" if args.device == "cuda" else "process peak RSS (weights included)"
+    what = "torch.cuda.max_memory_allocated" if args.device == "cuda" else "process peak RSS, VmHWM (weights included)"
     return {"bench": "memory", "measure": what, "plain_greedy_peak_mib": peaks["plain"],
             "blend_peak_mib": peaks["blend"], "ratio": peaks["blend"] / peaks["plain"]}
 
