@@ -32,7 +32,8 @@ from sers.data import read_rows
 from sers.generation import Blend, Sampling, generate
 from sers.models import build_tiny_model, load_model, load_tokenizer
 from sers.prompts import encode_example, encode_prompt
-from sers.synthesis import INFILL_TEMPLATE, SynthesisSettings, plan_jobs
+from sers.prompts import encode_plain
+from sers.synthesis import REFERENCE_INFILL_TEMPLATE, SynthesisSettings, plan_jobs
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "data" / "ni-c012-sample"
@@ -96,13 +97,14 @@ def with_random_lora(model, seed: int = 0):
 def synthesis_prompts(tok, n: int) -> list[list[int]]:
     seeds = read_rows(DATA / "sa.train.smp001.json")
     jobs = plan_jobs(seeds, SynthesisSettings(max_examples=5), seed=1)[:n]
-    return [tok(INFILL_TEMPLATE.format(instruction=j.seed.instruction, example_masked=j.example_masked.text,
-                                       example_original=j.example.input, seed_masked=j.masked.text),
-                add_special_tokens=False).input_ids for j in jobs]
+    return [encode_plain(tok, REFERENCE_INFILL_TEMPLATE.format(example_masked=j.example_masked.text,
+                                                               example_original=j.example.input,
+                                                               seed_masked=j.masked.text)) for j in jobs]
 
 
 def eval_prompts(tok, task: str, n: int, chat: bool) -> list[list[int]]:
-    return [encode_prompt(tok, r.full_prompt, chat, 1024) for r in read_rows(DATA / f"{task}.eval.json")[:n]]
+    fmt = "chat_template" if chat else "plain"
+    return [encode_prompt(tok, r.full_prompt, fmt, 1024) for r in read_rows(DATA / f"{task}.eval.json")[:n]]
 
 
 def bench_synthesis(model, tok, device, n, new_tokens, batch):
@@ -157,7 +159,7 @@ def bench_prefix(peft_model, tok, device, task, n, batch, new_tokens, chat):
     from sers.training import target_cross_entropy
 
     rows = read_rows(DATA / f"{task}.train.json")[:n]
-    examples = [encode_example(tok, r.full_prompt, r.output, chat, 1024, 64) for r in rows]
+    examples = [encode_example(tok, r.full_prompt, r.output, "chat_template" if chat else "plain", 1024, 64) for r in rows]
     peft_model.train()
     opt = torch.optim.SGD([p for p in peft_model.parameters() if p.requires_grad], lr=0.0)
 

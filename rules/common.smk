@@ -49,7 +49,7 @@ def model_input():
 
 def model_params():
     m = config["model"]
-    return {"path": model_dir(), "chat_template": m["chat_template"], "trust_remote_code": m["trust_remote_code"],
+    return {"path": model_dir(), "prompt_format": m["prompt_format"], "trust_remote_code": m["trust_remote_code"],
             "dtype": m["dtype"], "device": config["device"], "max_prompt_tokens": m["max_prompt_tokens"]}
 
 

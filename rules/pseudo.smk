@@ -50,6 +50,7 @@ rule embed_pseudo:
         embeddings=f"{PSEUDO}/{{kind}}/{{task}}/embeddings.npy",
     params:
         embedder=embedder_params(),
+        embed_text=config["selection"]["embed_text"],
     log:
         f"{RUN}/logs/embed/{{kind}}-{{task}}.log",
     resources:

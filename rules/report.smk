@@ -36,6 +36,7 @@ rule plots:
         tasks=all_tasks(config),
         kinds=pseudo_kinds(),
         embedder=embedder_params(),
+        embed_text=config["selection"]["embed_text"],
     log:
         f"{RUN}/logs/plots.log",
     script:

@@ -33,6 +33,7 @@ rule task_similarity:
         settings=config["similarity"],
         model=model_params(),
         max_train_rows=config["data"]["max_train_rows"],
+        max_target_tokens=config["training"]["max_target_tokens"],
         max_line_bytes=config["data"]["max_line_bytes"],
         seed=lambda wc: derive_seed(config["seed"], "similarity", wc.order, wc.stage),
         train_seed=lambda wc: derive_seed(config["seed"], "train-rows", wc.task),
@@ -101,6 +102,7 @@ rule label_rehearsal:
         selected=lambda wc: f"{PSEUDO}/{pseudo_kind(wc.method)}/{wc.task}/selected.jsonl",
     output:
         rehearsal=f"{STAGE_DIR}/rehearsal.jsonl",
+        summary=f"{STAGE_DIR}/rehearsal_summary.json",
     params:
         evolution=evolution_params,
         model=model_params(),

@@ -70,7 +70,7 @@ def task_prompts(tokenizer, task: str = "sa", n: int = 4, lengths: list[int] | N
     """Encoded prompts of one task (they share the task instruction), optionally cut to `lengths`."""
     from sers.prompts import encode_prompt
 
-    prompts = [encode_prompt(tokenizer, r.full_prompt, False) for r in sample_rows(task)[:n]]
+    prompts = [encode_prompt(tokenizer, r.full_prompt, "plain") for r in sample_rows(task)[:n]]
     if lengths:
         prompts = [p[:k] for p, k in zip(prompts, lengths)]
     return prompts

@@ -28,7 +28,7 @@ def test_invalid_values_name_the_key(config, message):
 
 def test_defaults_are_filled():
     cfg = validate_config({})
-    assert cfg["selection"] == {"memory": 200, "n_clusters": 20}
+    assert cfg["selection"] == {"memory": 200, "n_clusters": 20, "embed_text": "input"}
     assert cfg["similarity"]["tau"] == 0.08 and cfg["evolution"]["se_alpha"] == 0.5
 
 
@@ -62,3 +62,42 @@ def test_presets_set_every_key_the_default_sets():
             for part in key:
                 assert isinstance(node, dict) and part in node, f"{path.name} does not set {'.'.join(key)}"
                 node = node[part]
+
+
+def _merged(base: dict, over: dict) -> dict:
+    """Snakemake's layering of --configfile over config/config.yaml (mappings merge key by key)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def test_paper_preset_switches_are_the_reference_code():
+    """The paper preset runs what JerryWangJun/LLM_CL_SERS ran: its prompts, format, pooling and selection."""
+    default = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    preset = yaml.safe_load((REPO / "config/experiments/paper-llama2-7b.yaml").read_text())
+    cfg = validate_config(_merged(default, preset))
+    assert cfg["model"]["prompt_format"] == "llama2"
+    s = cfg["synthesis"]
+    assert (s["mode"], s["infill_prompt"], s["keep_whitespace"], s["max_seeds"]) == ("prompt", "reference", False, 0)
+    assert (s["top_p"], s["temperature"], s["repetition_penalty"]) == (0.6, 0.9, 1.2)
+    assert cfg["selection"]["embed_text"] == "full_prompt"
+    assert cfg["similarity"]["pooling"] == "sequence" and cfg["similarity"]["only_above_min"] is True
+    assert (cfg["evolution"]["hardness"], cfg["evolution"]["blend"]) == ("released", "logit")
+
+
+def test_reference_infill_prompt_text():
+    from sers.synthesis import INFILL_TEMPLATES
+
+    text = INFILL_TEMPLATES["reference"].format(example_masked="A ____ c", example_original="A b c",
+                                                seed_masked="x ____")
+    assert text == ("Replace `____` in the context while keeping them logically consistent. Only replace `____` "
+                    "in the sentence. Do NOT modify other parts.\n\nHere is an example:\n\nInput: \nA ____ c\n\n"
+                    "Output: \nA b c\n            \nNow, process the following input:\n\nInput: \nx ____\n\n"
+                    "Output: \n")
+    assert "{instruction}" not in INFILL_TEMPLATES["reference"]
+
+
+def test_old_chat_template_key_says_what_replaced_it():
+    with pytest.raises(SersError, match="model.chat_template was replaced by model.prompt_format"):
+        validate_config({"model": {"chat_template": True}})

@@ -1,6 +1,6 @@
 import random
 
-from sers.masking import BLANK, Blank, always_kept, contextual_mask, ratio_cap
+from sers.masking import BLANK, Blank, always_kept, contextual_mask, kept_anyway, ratio_cap
 
 
 def test_protected_and_kept_words_are_never_masked():
@@ -41,9 +41,51 @@ def test_short_inputs_unchanged_and_runs_become_one_blank():
 
 def test_masking_keeps_whitespace_and_is_seeded():
     text = "Context: a b c d e f g h .\nQuestion: what is it ?"
-    a = contextual_mask(text, random.Random(5))
-    b = contextual_mask(text, random.Random(5))
+    a = contextual_mask(text, random.Random(5), keep_whitespace=True)
+    b = contextual_mask(text, random.Random(5), keep_whitespace=True)
     assert a == b
     assert "\nQuestion:" in a.text
     restored = "".join(p.original if isinstance(p, Blank) else p for p in a.pieces)
     assert restored == text
+
+
+class FixedRNG:
+    """A fixed RNG: uniform() returns `ratio`, sample() the first k of the population."""
+
+    def __init__(self, ratio: float):
+        self.ratio, self.uniform_args = ratio, []
+
+    def uniform(self, a, b):
+        self.uniform_args.append((a, b))
+        return self.ratio
+
+    def sample(self, population, k):
+        return list(population)[:k]
+
+
+def test_kept_anyway_words_count_among_the_candidates_as_in_the_reference():
+    # 10 words, one protected (","): 9 candidates, the three kept-anyway words among them.
+    # r = 0.3 keeps ⌊0.7·9⌋ = 6 drawn candidates: the first six (three of them kept anyway), so only
+    # "bark at cats" is masked. Leaving the kept-anyway words out of the candidates (the old code)
+    # would keep ⌊0.7·6⌋ = 4 of the other six and mask only "at cats".
+    rng = FixedRNG(0.3)
+    m = contextual_mask("Yesterday NASA not the dog did bark at cats ,", rng)
+    assert rng.uniform_args == [(0.2, 0.3)]  # U(low, min(high, cap)), cap 0.3 under 20 words
+    assert m.text == "Yesterday NASA not the dog did ____ ,"
+    assert m.blanks == [Blank("bark at cats", 3)]
+
+
+def test_qa_rule_puts_question_on_a_new_line_and_other_tasks_collapse_whitespace():
+    text = "Context: the dog barked loudly .   Question: why did it bark ?"
+    qa = contextual_mask(text, FixedRNG(0.3), task="qa")
+    # 12 words, "Context:" and "Question:" protected, ⌊0.7·10⌋ = 7 of the 10 others drawn
+    assert qa.text == "Context: the dog barked loudly . \nQuestion: why did ____"
+    other = contextual_mask("first line\nsecond  line here now", FixedRNG(0.2), task="sum")
+    assert "\n" not in other.text and "  " not in other.text
+    kept = contextual_mask("first line\nsecond  line here now", FixedRNG(0.2), task="sum", keep_whitespace=True)
+    assert kept.text.startswith("first line\nsecond  line")
+
+
+def test_kept_anyway_follows_the_reference_rules():
+    assert kept_anyway("Hello,") and kept_anyway("Hello-World")  # str.istitle, punctuation allowed
+    assert not kept_anyway("ÉTÉ") and kept_anyway("USA")  # ALL-CAPS means [A-Z]{3,}

@@ -36,3 +36,14 @@ def test_select_takes_memory_rows_nearest_to_centroids_deterministically():
 def test_fewer_rows_than_memory_keeps_all_and_says_so():
     chosen, summary = select_by_kmeans(blobs(2), n_clusters=20, memory=200, seed=0)
     assert chosen == list(range(8)) and summary["kept_all"] and "all kept" in summary["note"]
+
+
+def test_kmeans_embeds_the_input_or_the_full_prompt():
+    from sers.errors import SersError
+    from sers.selection import text_to_embed
+
+    row = {"input": "great food", "full_prompt": "Classify the review.\n\ngreat food"}
+    assert text_to_embed(row, "input") == "great food"
+    assert text_to_embed(row, "full_prompt") == "Classify the review.\n\ngreat food"
+    with pytest.raises(SersError, match="selection.embed_text"):
+        text_to_embed(row, "output")

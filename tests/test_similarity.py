@@ -9,7 +9,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from _tiny import task_prompts, tiny_model_dir  # noqa: E402,F401
+from _tiny import sample_rows, task_prompts, tiny_model_dir  # noqa: E402,F401
 from sers.errors import SersError  # noqa: E402
 from sers.similarity import (  # noqa: E402
     pooled_hidden_states, quantile_w1, random_directions, similarity_lambda, sliced_w1, task_similarity,
@@ -77,13 +77,38 @@ def test_sliced_w1_normalises_rows():
     assert sliced_w1(x, -x) > 0.1  # direction is not
 
 
+def test_sliced_w1_projects_before_it_normalises(monkeypatch):
+    # With the first two axes as the directions, [3, 4, 100, 0] projects to [3, 4], which normalises to
+    # [0.6, 0.8]: the same point as [0.6, 0.8, 0, 0], so W = 0. Normalising the 4-d vector first would
+    # shrink it to [0.03, 0.04] and give W ≈ 0.66.
+    import sers.similarity as similarity
+
+    monkeypatch.setattr(similarity, "random_directions", lambda dim, k, seed: np.eye(dim)[:, :2])
+    x = np.tile([3.0, 4.0, 100.0, 0.0], (20, 1))
+    y = np.tile([0.6, 0.8, 0.0, 0.0], (20, 1))
+    assert similarity.sliced_w1(x, y, n_projections=2) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_projected_vectors_have_unit_norm_so_w_does_not_shrink_with_width():
+    # Two clouds that differ by a shift: W of the reference's order hardly depends on the hidden size,
+    # while normalising before projecting shrank it by about √(H/32).
+    rng = np.random.default_rng(7)
+    ws = []
+    for hidden in (64, 1024):
+        mean = rng.standard_normal(hidden)
+        x, y = rng.standard_normal((300, hidden)) + mean, rng.standard_normal((300, hidden)) - mean
+        ws.append(sliced_w1(x, y, n_projections=32, seed=1))
+    assert 0.5 < ws[1] / ws[0] < 2.0, ws
+
+
 def test_sliced_w1_is_mean_of_per_direction_quantile_w1():
     rng = np.random.default_rng(2)
     x, y = rng.standard_normal((40, 8)), rng.standard_normal((60, 8)) + 0.3
     q = random_directions(8, 4, seed=5)
-    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
-    yn = y / np.linalg.norm(y, axis=1, keepdims=True)
-    expected = np.mean([quantile_w1(xn @ q[:, j], yn @ q[:, j], 20) for j in range(4)])
+    px, py = x @ q, y @ q
+    px /= np.linalg.norm(px, axis=1, keepdims=True)
+    py /= np.linalg.norm(py, axis=1, keepdims=True)
+    expected = np.mean([quantile_w1(px[:, j], py[:, j], 20) for j in range(4)])
     assert sliced_w1(x, y, n_projections=4, seed=5) == pytest.approx(expected, abs=1e-12)
 
 
@@ -143,3 +168,17 @@ def test_task_similarity(tiny):
     assert other == task_similarity(model, tok, sa, qa, max_rows=5, seed=0)  # seeded draw
     with pytest.raises(SersError):
         task_similarity(model, tok, sa, [])
+
+
+def test_pooling_over_the_prompt_or_the_whole_training_sequence(tiny):
+    from sers.prompts import encode_example
+    from sers.similarity import pooled_ids
+
+    _, tok = tiny
+    row = sample_rows("sa")[0]
+    prompt, target = encode_example(tok, row.full_prompt, row.output, "plain", 256, 16)
+    assert pooled_ids(tok, row.full_prompt, row.output, "plain", "prompt", 256, 16) == prompt
+    assert pooled_ids(tok, row.full_prompt, row.output, "plain", "sequence", 256, 16) == prompt + target
+    assert target[-1] == tok.eos_token_id
+    with pytest.raises(SersError, match="similarity.pooling"):
+        pooled_ids(tok, row.full_prompt, row.output, "plain", "tokens")

@@ -32,7 +32,7 @@ def test_span_mode_keeps_every_unmasked_word_in_place(tiny):
     seeds = sample_rows("qa")
     rows = synthesize(model, tok, "qa", seeds, "span", SETTINGS, seed=4)
     assert len(rows) == 4
-    jobs = plan_jobs(seeds, SETTINGS, seed=4)
+    jobs = plan_jobs(seeds, SETTINGS, seed=4, task="qa")
     for row, job in zip(rows, jobs):
         prov = row["provenance"]
         assert prov["seed_id"] == job.seed.id and prov["masked_input"] == job.masked.text
@@ -60,7 +60,7 @@ def test_prompt_and_icl_modes_record_provenance(tiny):
     rows = synthesize(model, tok, "sa", sample_rows("sa"), "prompt", SETTINGS, seed=2)
     assert len(rows) == 4
     p = rows[0]["provenance"]
-    assert p["mode"] == "prompt" and "Masked input:" in p["prompt"] and p["example_id"] and 0 < p["mask_ratio"] <= 0.6
+    assert p["mode"] == "prompt" and p["prompt"].startswith("Replace `____` in the context") and p["example_id"] and 0 < p["mask_ratio"] <= 0.6
     icl = synthesize(model, tok, "sa", sample_rows("sa"), "icl", SETTINGS, seed=2)
     assert len(icl) == 3 * 2 and all("output" in r for r in icl)
     assert icl[0]["provenance"]["prompt"].rstrip().endswith("Input:")

@@ -19,7 +19,7 @@ from sers.training import (  # noqa: E402
 )
 
 FAST = dict(lora_r=4, lora_alpha=16, lora_dropout=0.0, target_modules="auto", lr=1e-2, epochs=1, batch_size=4,
-            grad_accum=1, max_grad_norm=1.0, warmup_ratio=0.0, chat_template=False, max_prompt_tokens=64,
+            grad_accum=1, max_grad_norm=1.0, warmup_ratio=0.0, prompt_format="plain", max_prompt_tokens=64,
             max_target_tokens=16, shared_prefix=True, seed=0, device="cpu", dtype="float32")
 LOSS_KEYS = {"step", "epoch", "loss", "ce", "penalty", "lambda_eff", "replay_fraction", "lr", "grad_norm"}
 
@@ -99,7 +99,7 @@ def test_shared_prefix_gives_same_loss_and_gradients(tiny_model_dir):
     tok = load_tokenizer(str(tiny_model_dir))
     model = randomise_lora(fresh_lora(tiny_model_dir), std=0.1)  # lora_B ≠ 0, so lora_A gets gradient too
     model.train()
-    examples = [encode_example(tok, r.full_prompt, r.output, False, 96, 16) for r in sample_rows("sa")[:4]]
+    examples = [encode_example(tok, r.full_prompt, r.output, "plain", 96, 16) for r in sample_rows("sa")[:4]]
     examples[1] = (examples[1][0], examples[1][1][:1] + examples[0][1])  # unequal target lengths
     seqs = [p + t for p, t in examples]
     assert pack(seqs, tok.pad_token_id, True, keep_last=3).prefix_len > 10  # a real shared prefix
@@ -268,7 +268,7 @@ def test_mixed_task_batch_grouped_by_instruction_gives_same_loss_and_gradients(t
     model.train()
     rows = sample_rows("sa")[:3] + sample_rows("trans")[:3]
     rows = [rows[i] for i in (0, 3, 1, 4, 2, 5)]  # interleaved tasks, as a shuffled batch would be
-    examples = [encode_example(tok, r.full_prompt, r.output, False, 96, 16) for r in rows]
+    examples = [encode_example(tok, r.full_prompt, r.output, "plain", 96, 16) for r in rows]
     groups = [r.instruction for r in rows]
 
     def loss_and_grads(g):

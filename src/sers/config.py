@@ -47,6 +47,9 @@ def validate_config(config: dict, source: str = "config") -> dict:
     """Validate `config` in place (filling defaults) and return it; raise SersError on the first fault."""
     if not isinstance(config, dict):
         raise SersError(f"{source}: the configuration must be a mapping of keys to values")
+    if isinstance(config.get("model"), dict) and "chat_template" in config["model"]:
+        raise SersError(f"{source}: model.chat_template was replaced by model.prompt_format "
+                        "(chat_template, plain or llama2)")
     errors = sorted(_Validator(load_schema()).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         best = jsonschema.exceptions.best_match(errors)

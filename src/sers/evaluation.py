@@ -7,14 +7,14 @@ import math
 from .data import Row
 from .generation import Sampling, generate
 from .prompts import encode_prompt
-from .rehearsal import sample
+from .sampling import subsample
 from .rouge import rouge_l
 
 
 def eval_sample(rows: list[Row], max_rows: int, seed: int) -> list[Row]:
-    """A seeded random sample: eval files are sorted by label, so the first N rows would all share one
-    answer and let a constant predictor score 100 %."""
-    return sample(rows, max_rows, seed)
+    """A seeded sample, stratified by output for label-like tasks: eval files are sorted by label, so the
+    first N rows would all share one answer and let a constant predictor score 100 %."""
+    return subsample(rows, max_rows, seed)
 
 
 def mean_and_se(values: list[float]) -> tuple[float, float]:
@@ -28,10 +28,10 @@ def mean_and_se(values: list[float]) -> tuple[float, float]:
     return mean, math.sqrt(var / n)
 
 
-def evaluate_rows(model, tokenizer, rows: list[Row], chat_template: bool, max_prompt_tokens: int,
+def evaluate_rows(model, tokenizer, rows: list[Row], prompt_format: str, max_prompt_tokens: int,
                   max_new_tokens: int, batch_size: int, share_prefix: bool = True) -> tuple[list[dict], dict]:
     """(per-row predictions with scores, summary {n_rows, rouge_l_mean, rouge_l_se})."""
-    prompts = [encode_prompt(tokenizer, r.full_prompt, chat_template, max_prompt_tokens) for r in rows]
+    prompts = [encode_prompt(tokenizer, r.full_prompt, prompt_format, max_prompt_tokens) for r in rows]
     outs = generate(model, tokenizer, prompts, Sampling(max_new_tokens=max_new_tokens), batch_size,
                     share_prefix=share_prefix, desc="evaluate")
     predictions = []

@@ -7,11 +7,14 @@ drifted from θ0's greedy label: 1 − ROUGE-L(θt, θ0)/100.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 from .generation import Blend, Generated, Sampling, generate
 from .prompts import encode_prompt
+from .rehearsal import has_label
 from .rouge import rouge_l
+from .sampling import MAX_LABELS
 
 HARDNESS = ("base_disagreement", "logprob", "released")
 
@@ -45,11 +48,11 @@ def hardest(scores: list[float], ratio: float) -> list[int]:
     return sorted(sorted(range(len(scores)), key=lambda i: (-scores[i], i))[:n])
 
 
-def label_rows(model, tokenizer, rows: list[dict], settings: EvolutionSettings, chat_template: bool,
+def label_rows(model, tokenizer, rows: list[dict], settings: EvolutionSettings, prompt_format: str,
                max_prompt_tokens: int = 1024, share_prefix: bool = True, adapter: str = "default") -> list[dict]:
     """Labelled rehearsal rows for one task (input, label, how the label was made)."""
     greedy = Sampling(max_new_tokens=settings.max_new_tokens)
-    prompts = [encode_prompt(tokenizer, r["full_prompt"], chat_template, max_prompt_tokens) for r in rows]
+    prompts = [encode_prompt(tokenizer, r["full_prompt"], prompt_format, max_prompt_tokens) for r in rows]
     tuned = generate(model, tokenizer, prompts, greedy, settings.batch_size, share_prefix=share_prefix,
                      desc="label with θt")
     chosen: list[int] = []
@@ -79,3 +82,18 @@ def label_rows(model, tokenizer, rows: list[dict], settings: EvolutionSettings, 
             "provenance": row.get("provenance"),
         })
     return labelled
+
+
+def rehearsal_summary(labelled: list[dict]) -> dict:
+    """Counts of a labelled rehearsal set: rows, evolved rows, rows with an empty label (training leaves
+    them out), and how often each label occurs when the labels form a small set (classification tasks)."""
+    labels = Counter(str(r.get("output", "")).strip() for r in labelled if has_label(r))
+    empty = [str(r.get("id")) for r in labelled if not has_label(r)]
+    return {
+        "n_rows": len(labelled),
+        "n_evolved": sum(bool(r.get("evolved")) for r in labelled),
+        "n_empty_label": len(empty),
+        "empty_label_ids": empty,
+        "label_counts": dict(labels.most_common()) if len(labels) <= MAX_LABELS else None,
+        "n_distinct_labels": len(labels),
+    }

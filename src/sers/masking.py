@@ -1,10 +1,15 @@
-"""Contextual masking of a seed input (METHOD.md §1).
+"""Contextual masking of a seed input (METHOD.md §1), as the reference's `contextual_mask` does it.
 
-Words are whitespace tokens. Protected words (`Context:`, `Question:`, quotes, brackets, commas)
-are never masked; numbers, Title-case words over 3 characters, ALL-CAPS words of 3+ characters and
-negations are kept anyway. Of the remaining candidates ⌊(1 − r)·|candidates|⌋ are kept at random,
-r ~ U(low, min(high, cap)) with a cap that shrinks for short inputs; every run of masked words
-becomes one blank.
+Words are whitespace tokens; inputs of fewer than 3 words come back unchanged. Protected words
+(`Context:`, `Question:`, quotes, brackets, commas) are never masked. Every other word is a
+candidate — the "kept anyway" words (numbers, Title-case words over 3 characters, ALL-CAPS words of
+3+ letters, negations) included: ⌊(1 − r)·|candidates|⌋ candidates are drawn to keep, and the
+kept-anyway words are kept whether drawn or not. r ~ U(low, min(high, cap)), the cap shrinking for
+short inputs. Every run of masked words becomes one blank.
+
+Whitespace: the reference joins the words with single spaces and, for the `qa` task, puts
+"Question" on a new line (`keep_whitespace=False`, the faithful default). `keep_whitespace=True`
+keeps the input's own spaces and line breaks instead (dialogues, multi-paragraph texts).
 """
 from __future__ import annotations
 
@@ -16,22 +21,28 @@ BLANK = "____"
 PROTECTED = frozenset({"Context:", "Question:", '"', "[", "]", ","})
 NEGATIONS = frozenset({"not", "no", "never"})
 NUMBER = re.compile(r"-?\d+\.?\d*")
+ALL_CAPS = re.compile(r"[A-Z]{3,}")
 MIN_WORDS = 3
+QA_TASK = "qa"
 
 
 def ratio_cap(n_words: int) -> float:
     return 0.3 if n_words < 20 else 0.4 if n_words < 100 else 0.6
 
 
-def always_kept(word: str) -> bool:
-    """Words that carry the input's structure or meaning and are never candidates for masking."""
+def kept_anyway(word: str) -> bool:
+    """Words the reference keeps whether or not they were drawn (`_should_retain`)."""
     return (
-        word in PROTECTED
-        or bool(NUMBER.fullmatch(word))
-        or (len(word) > 3 and word[0].isupper() and word[1:].islower())
-        or (len(word) >= 3 and word.isalpha() and word.isupper())
+        bool(NUMBER.fullmatch(word))
+        or (word.istitle() and len(word) > 3)
+        or bool(ALL_CAPS.fullmatch(word))
         or word in NEGATIONS
     )
+
+
+def always_kept(word: str) -> bool:
+    """Never masked: protected, or kept anyway."""
+    return word in PROTECTED or kept_anyway(word)
 
 
 @dataclass(frozen=True)
@@ -54,18 +65,24 @@ class Masked:
         return [p for p in self.pieces if isinstance(p, Blank)]
 
 
-def contextual_mask(text: str, rng: random.Random, low: float = 0.2, high: float = 0.6) -> Masked:
+def kept_indices(words: list[str], rng: random.Random, low: float, high: float) -> tuple[set[int], float]:
+    """(indices of the words that stay, the drawn ratio r); the draws follow the reference's order."""
+    ratio = rng.uniform(low, min(high, ratio_cap(len(words))))
+    protected = {i for i, w in enumerate(words) if w in PROTECTED}
+    candidates = [i for i in range(len(words)) if i not in protected]
+    n_keep = int(len(candidates) * (1 - ratio))
+    drawn = set(rng.sample(candidates, n_keep))
+    return protected | drawn | {i for i in candidates if kept_anyway(words[i])}, ratio
+
+
+def contextual_mask(text: str, rng: random.Random, low: float = 0.2, high: float = 0.6, task: str | None = None,
+                    keep_whitespace: bool = False) -> Masked:
     words = text.split()
     if len(words) < MIN_WORDS:
         return Masked((text,), 0.0)
-    upper = min(high, ratio_cap(len(words)))
-    ratio = rng.uniform(min(low, upper), upper)
-    candidates = [i for i, w in enumerate(words) if not always_kept(w)]
-    n_keep = int((1 - ratio) * len(candidates))
-    kept = set(rng.sample(candidates, n_keep)) | {i for i, w in enumerate(words) if always_kept(w)}
-    # Rebuild from the original text so that whitespace (line breaks of "Context: …\nQuestion: …")
-    # survives; the whitespace between two masked words belongs to their blank.
-    parts = re.findall(r"\S+|\s+", text)
+    kept, ratio = kept_indices(words, rng, low, high)
+    # the whitespace between two masked words belongs to their blank
+    parts = re.findall(r"\S+|\s+", text if keep_whitespace else " ".join(words))
     pieces: list = []
     blank_words: list[str] = []
     pending_space = ""
@@ -98,4 +115,6 @@ def contextual_mask(text: str, rng: random.Random, low: float = 0.2, high: float
         pieces.append(Blank(" ".join(blank_words), len(blank_words)))
     if pending_space:
         add_text(pending_space)
+    if task == QA_TASK and not keep_whitespace:  # the reference's qa rule: "Question" starts a new line
+        pieces = [p.replace("Question", "\nQuestion") if isinstance(p, str) else p for p in pieces]
     return Masked(tuple(pieces), ratio)

@@ -1,6 +1,6 @@
 """Embedding and k-means selection of pseudo inputs (METHOD.md §3).
 
-Inputs are embedded with a sentence encoder and L2-normalised; k-means (scikit-learn, fixed seed)
+Inputs (or, as in the reference, instruction + input: `embed_text="full_prompt"`) are embedded with a sentence encoder and L2-normalised; k-means (scikit-learn, fixed seed)
 groups them, each cluster gets a quota of round(memory · |cluster| / N), and the members nearest to
 their centroid are taken. Rounding can miss `memory` by a few rows; the difference is settled by
 largest remainder so the quotas always sum to exactly min(memory, N).
@@ -27,6 +27,16 @@ def embedder_path(source: str, package: str | None, path: str | None) -> str:
     if not path:
         raise SersError("embedder.path: required when embedder.source is 'path'")
     return path
+
+
+EMBED_TEXTS = ("input", "full_prompt")
+
+
+def text_to_embed(row: dict, embed_text: str) -> str:
+    """What k-means sees of a row: its input, or its full prompt (instruction + input)."""
+    if embed_text not in EMBED_TEXTS:
+        raise SersError(f"selection.embed_text: {embed_text!r} is not one of {', '.join(EMBED_TEXTS)}")
+    return row[embed_text]
 
 
 def load_embedder(model_path: str, device: str = "cpu"):

@@ -1,8 +1,11 @@
 """Task similarity before a training stage (METHOD.md §4) and the penalty strength it sets.
 
-With θ(t−1), every prompt is embedded as the attention-masked mean of the second-to-last hidden
-layer; the new-task and replay embeddings are L2-normalised, projected onto random orthonormal
-directions, and compared per direction by a quantile approximation of the Wasserstein-1 distance.
+With θ(t−1), every row is embedded as the attention-masked mean of the second-to-last hidden
+layer (over its prompt, or over its whole training sequence as in the reference — the caller passes
+the token ids); the new-task and replay embeddings are projected onto random orthonormal directions,
+*then* each projected vector is L2-normalised (as the reference does; normalising the hidden states
+before projecting would shrink W by about √(H/32)), and the sets are compared per direction by a
+quantile approximation of the Wasserstein-1 distance.
 The mean over directions (a sliced W1) sets λ = λmin + (λmax − λmin)(1 − exp(−W/τ)): less similar
 tasks get a stronger constraint. τ is applied (the released code dropped it).
 """
@@ -15,6 +18,22 @@ import numpy as np
 import torch
 
 from .errors import SersError
+from .prompts import encode_example, encode_prompt
+
+POOLINGS = ("prompt", "sequence")
+
+
+def pooled_ids(tokenizer, full_prompt: str, output: str, prompt_format: str, pooling: str,
+               max_prompt_tokens: int = 1024, max_target_tokens: int = 512) -> list[int]:
+    """The token ids a row's hidden states are averaged over: its prompt, or (`sequence`, the reference)
+    its whole training sequence — prompt, response and EOS."""
+    if pooling == "prompt":
+        return encode_prompt(tokenizer, full_prompt, prompt_format, max_prompt_tokens)
+    if pooling == "sequence":
+        prompt, target = encode_example(tokenizer, full_prompt, output, prompt_format, max_prompt_tokens,
+                                        max_target_tokens)
+        return prompt + target
+    raise SersError(f"similarity.pooling: {pooling!r} is not one of {', '.join(POOLINGS)}")
 
 
 @torch.no_grad()
@@ -89,8 +108,8 @@ def random_directions(dim: int, n_projections: int = 32, seed: int = 0) -> np.nd
 def sliced_w1(x, y, n_projections: int = 32, n_quantiles: int = 20, seed: int = 0) -> float:
     """Sliced W1 between two embedding sets [N, H] and [M, H].
 
-    Rows are L2-normalised, projected onto random orthonormal directions, compared per direction
-    with `quantile_w1`, and the per-direction distances are averaged.
+    Rows are projected onto random orthonormal directions, each projected vector is L2-normalised,
+    the sets are compared per direction with `quantile_w1`, and the distances are averaged.
     """
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
@@ -99,7 +118,7 @@ def sliced_w1(x, y, n_projections: int = 32, n_quantiles: int = 20, seed: int = 
     if len(x) == 0 or len(y) == 0:
         raise SersError("similarity: sliced_w1 needs two non-empty embedding sets")
     dirs = random_directions(x.shape[1], n_projections, seed)
-    px, py = _l2_normalise(x) @ dirs, _l2_normalise(y) @ dirs
+    px, py = _l2_normalise(x @ dirs), _l2_normalise(y @ dirs)
     return float(np.mean([quantile_w1(px[:, j], py[:, j], n_quantiles) for j in range(dirs.shape[1])]))
 
 
@@ -123,9 +142,11 @@ def _draw(items: Sequence, k: int, rng: np.random.Generator) -> list:
 def task_similarity(model, tokenizer, new_prompts: Sequence[Sequence[int]], replay_prompts: Sequence[Sequence[int]],
                     max_rows: int = 500, n_projections: int = 32, n_quantiles: int = 20, lambda_min: float = 0.15,
                     lambda_max: float = 0.6, tau: float = 0.08, seed: int = 0, batch_size: int = 8) -> dict:
-    """W (sliced W1 between new-task and replay prompt embeddings under `model`) and the λ it sets.
+    """W (sliced W1 between new-task and replay embeddings under `model`) and the λ it sets.
 
-    Up to `max_rows` prompts of each set are drawn with a RNG seeded by `seed` (input order kept).
+    `new_prompts` / `replay_prompts` are the token ids each row is pooled over (prompts, or whole
+    training sequences). Up to `max_rows` of each set are drawn with a RNG seeded by `seed`
+    (input order kept).
     """
     if not new_prompts:
         raise SersError("similarity: no new-task prompts")

@@ -2,8 +2,10 @@
 
 Three modes, all batched through `sers.generation`:
 
-- `prompt`: the paper's one-shot masked-infill prompt (seed e masked → e, then seed s masked →
-  "Output:"); the text after "Output:" is the new input.
+- `prompt`: the reference's one-shot masked-infill prompt (`get_mask_prompt_template` of the SERS
+  code: seed e masked → e, then seed s masked → "Output:"; no task instruction in it); the text after
+  the last "Output:" is the new input. `infill_prompt: instructed` is this project's own wording,
+  which names the task instruction.
 - `span`: template-constrained span infilling for small models that answer the infill prompt with
   chat. Every unmasked word stays in place; θ0 fills each blank from the instruction plus the text
   to its left, a few words at a time. Several candidates are sampled per blank and the one under
@@ -21,14 +23,30 @@ from dataclasses import dataclass
 from .data import Row
 from .generation import Sampling, continuation_logprobs, generate
 from .masking import Blank, Masked, contextual_mask
+from .prompts import encode_plain
+from .sampling import has_small_label_set, subsample
 
-INFILL_TEMPLATE = (
+# The reference's infill prompt, character for character (blank lines and the indented line included).
+REFERENCE_INFILL_TEMPLATE = (
+    "Replace `____` in the context while keeping them logically consistent. Only replace `____` in the "
+    "sentence. Do NOT modify other parts.\n\n"
+    "Here is an example:\n\n"
+    "Input: \n{example_masked}\n\n"
+    "Output: \n{example_original}\n"
+    "            \n"
+    "Now, process the following input:\n\n"
+    "Input: \n{seed_masked}\n\n"
+    "Output: \n"
+)
+# This project's wording: the same one-shot infill, preceded by the task instruction.
+INSTRUCTED_INFILL_TEMPLATE = (
     "{instruction}\n\n"
     "Fill in every ____ blank of the masked input with suitable text, keeping all other words as they are, "
     "so that the result is a new, consistent input for the task above.\n\n"
     "Masked input: {example_masked}\nOutput: {example_original}\n\n"
     "Masked input: {seed_masked}\nOutput:"
 )
+INFILL_TEMPLATES = {"reference": REFERENCE_INFILL_TEMPLATE, "instructed": INSTRUCTED_INFILL_TEMPLATE}
 ICL_TEMPLATE = "{instruction}\n\nInput: {a_input}\nOutput: {a_output}\n\nInput: {b_input}\nOutput: {b_output}\n\nInput:"
 
 
@@ -36,6 +54,8 @@ ICL_TEMPLATE = "{instruction}\n\nInput: {a_input}\nOutput: {a_output}\n\nInput: 
 class SynthesisSettings:
     mask_low: float = 0.2
     mask_high: float = 0.6
+    keep_whitespace: bool = False
+    infill_prompt: str = "reference"
     max_examples: int = 30
     max_seeds: int = 0
     retries: int = 1
@@ -67,18 +87,23 @@ class Job:
     example_masked: Masked | None
 
 
-def plan_jobs(seeds: list[Row], settings: SynthesisSettings, seed: int) -> list[Job]:
-    """For each seed s, each other seed e (≤ max_examples, sampled with a fixed seed), `retries` times."""
+def plan_jobs(seeds: list[Row], settings: SynthesisSettings, seed: int, task: str | None = None) -> list[Job]:
+    """`retries` times, for each seed s, for each other seed e (≤ max_examples, sampled with a fixed
+    seed): s and e masked — the reference's loop order. With `max_seeds`, the seeds are a seeded
+    sample stratified by output (seed files are sorted by label), never the head of the file."""
     rng = random.Random(seed)
-    chosen = seeds if not settings.max_seeds else seeds[: settings.max_seeds]
+    chosen = subsample(seeds, settings.max_seeds, seed)
+
+    def mask(text: str) -> Masked:
+        return contextual_mask(text, rng, settings.mask_low, settings.mask_high, task, settings.keep_whitespace)
+
     jobs = []
-    for s in chosen:
-        others = [e for e in seeds if e.id != s.id]
-        examples = rng.sample(others, min(settings.max_examples, len(others))) if others else []
-        for e in examples:
-            for retry in range(settings.retries):
-                jobs.append(Job(s, e, retry, contextual_mask(s.input, rng, settings.mask_low, settings.mask_high),
-                                contextual_mask(e.input, rng, settings.mask_low, settings.mask_high)))
+    for retry in range(settings.retries):
+        for s in chosen:
+            others = [e for e in seeds if e.id != s.id]
+            examples = rng.sample(others, settings.max_examples) if len(others) > settings.max_examples else others
+            for e in examples:
+                jobs.append(Job(s, e, retry, mask(s.input), mask(e.input)))
     return jobs
 
 
@@ -97,10 +122,13 @@ def text_after_last_output(text: str) -> str:
 
 def synthesize_prompt_mode(model, tokenizer, task: str, seeds: list[Row], settings: SynthesisSettings,
                            seed: int) -> list[dict]:
-    jobs = plan_jobs(seeds, settings, seed)
-    prompts = [INFILL_TEMPLATE.format(instruction=j.seed.instruction, example_masked=j.example_masked.text,
-                                      example_original=j.example.input, seed_masked=j.masked.text) for j in jobs]
-    ids = [tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
+    jobs = plan_jobs(seeds, settings, seed, task)
+    if settings.infill_prompt not in INFILL_TEMPLATES:
+        raise ValueError(f"unknown infill prompt {settings.infill_prompt!r}; choose from {sorted(INFILL_TEMPLATES)}")
+    template = INFILL_TEMPLATES[settings.infill_prompt]
+    prompts = [template.format(instruction=j.seed.instruction, example_masked=j.example_masked.text,
+                               example_original=j.example.input, seed_masked=j.masked.text) for j in jobs]
+    ids = [encode_plain(tokenizer, p) for p in prompts]
     outs = generate(model, tokenizer, ids, settings.sampling, settings.batch_size, seed=seed,
                     desc=f"synthesize {task} (prompt)")
     rows = []
@@ -126,7 +154,7 @@ def _join(left: str, fill: str) -> str:
 def synthesize_span_mode(model, tokenizer, task: str, seeds: list[Row], settings: SynthesisSettings,
                          seed: int) -> list[dict]:
     """Fill the blanks of every job left to right; all jobs advance one blank per round, batched."""
-    jobs = plan_jobs(seeds, settings, seed)
+    jobs = plan_jobs(seeds, settings, seed, task)
     texts = [""] * len(jobs)          # text built so far (left context of the next blank)
     cursor = [0] * len(jobs)          # index into the job's pieces
     fills: list[list[str]] = [[] for _ in jobs]
@@ -146,7 +174,7 @@ def synthesize_span_mode(model, tokenizer, task: str, seeds: list[Row], settings
         if not active:
             break
         contexts = [f"{jobs[i].seed.instruction}\n\n{texts[i]}".rstrip(" ") for i in active]
-        context_ids = [tokenizer(c, add_special_tokens=False).input_ids for c in contexts]
+        context_ids = [encode_plain(tokenizer, c) for c in contexts]
         budget = max(jobs[i].masked.pieces[cursor[i]].n_words for i in active)
         sampling = Sampling(do_sample=True, temperature=settings.temperature, top_p=settings.top_p,
                             repetition_penalty=settings.repetition_penalty,
@@ -165,7 +193,7 @@ def synthesize_span_mode(model, tokenizer, task: str, seeds: list[Row], settings
                 continue
             for c, cand in enumerate(candidates[a]):
                 left = _join(contexts[a], cand)
-                score_prompts.append(tokenizer(left, add_special_tokens=False).input_ids)
+                score_prompts.append(encode_plain(tokenizer, left))
                 score_conts.append(tokenizer(" " + lookahead, add_special_tokens=False).input_ids)
                 owners.append((a, c))
         scores = {}
@@ -205,15 +233,23 @@ def parse_icl_output(text: str) -> tuple[str, str] | None:
     return new_input.strip(), new_output.strip()
 
 
+def icl_pairs(seeds: list[Row], max_prompts: int, seed: int) -> list[tuple[Row, Row]]:
+    """Ordered seed pairs (a, b), a ≠ b: all of them, or a seeded sample of `max_prompts`."""
+    pairs = [(a, b) for a in seeds for b in seeds if a.id != b.id]
+    return subsample(pairs, max_prompts, seed, label=lambda p: (p[0].output, p[1].output),
+                     stratify=has_small_label_set([s.output for s in seeds]))
+
+
 def synthesize_icl_mode(model, tokenizer, task: str, seeds: list[Row], settings: SynthesisSettings,
                         seed: int) -> list[dict]:
-    """SSR: 2-shot ICL over ordered seed pairs, `ssr_samples` samples each; rows carry an output."""
-    pairs = [(a, b) for a in seeds for b in seeds if a.id != b.id]
-    if settings.ssr_max_prompts:
-        pairs = random.Random(seed).sample(pairs, min(settings.ssr_max_prompts, len(pairs)))
+    """SSR: 2-shot ICL over ordered seed pairs, `ssr_samples` samples each; rows carry an output.
+
+    With `ssr_max_prompts`, the pairs are a seeded sample, stratified by the pair's two labels where
+    the seeds' outputs form a small label set (so both classes appear as examples and as shots)."""
+    pairs = icl_pairs(seeds, settings.ssr_max_prompts, seed)
     prompts = [ICL_TEMPLATE.format(instruction=a.instruction, a_input=a.input, a_output=a.output, b_input=b.input,
                                    b_output=b.output) for a, b in pairs]
-    ids = [tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
+    ids = [encode_plain(tokenizer, p) for p in prompts]
     expanded = [(p, s) for p in range(len(prompts)) for s in range(settings.ssr_samples)]
     outs = generate(model, tokenizer, [ids[p] for p, _ in expanded], settings.sampling, settings.batch_size,
                     seed=seed, desc=f"synthesize {task} (icl)")

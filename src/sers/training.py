@@ -179,11 +179,13 @@ def train_stage(model_path: str, out_dir: str, rows: Sequence[TrainRow], *, prev
                 lam: float, lambda_min: float, only_above_min: bool, lora_r: int = 8, lora_alpha: float = 32,
                 lora_dropout: float = 0.1, target_modules="auto", lr: float = 2e-4, epochs: float = 3,
                 batch_size: int = 32, grad_accum: int = 1, max_grad_norm: float | None = 1.0,
-                warmup_ratio: float = 0.0, chat_template: bool = False, max_prompt_tokens: int = 1024,
+                warmup_ratio: float = 0.0, prompt_format: str = "plain", max_prompt_tokens: int = 1024,
                 max_target_tokens: int = 512, shared_prefix: bool = True, seed: int = 0, device: str = "auto",
-                dtype: str = "auto", group_batches: bool = False) -> dict:
+                dtype: str = "auto", group_batches: bool = False, data_notes: dict | None = None) -> dict:
     """Train one stage and write its adapter folder atomically; return a summary
-    {steps, micro_batches, final_loss, final_ce, tokens, tokens_per_s, wall_s, rows, replay_rows}."""
+    {steps, micro_batches, final_loss, final_ce, tokens, tokens_per_s, wall_s, rows, replay_rows}.
+
+    `data_notes` (e.g. rehearsal rows left out for an empty label) are written to train_config.json."""
     from transformers import get_cosine_schedule_with_warmup
 
     from .models import load_tokenizer
@@ -204,7 +206,7 @@ def train_stage(model_path: str, out_dir: str, rows: Sequence[TrainRow], *, prev
     dev = next(model.parameters()).device
     model.train()
 
-    examples = [encode_example(tokenizer, r.full_prompt, r.output, chat_template, max_prompt_tokens,
+    examples = [encode_example(tokenizer, r.full_prompt, r.output, prompt_format, max_prompt_tokens,
                                max_target_tokens) for r in rows]
     replay = [bool(r.is_replay) for r in rows]
 
@@ -238,7 +240,7 @@ def train_stage(model_path: str, out_dir: str, rows: Sequence[TrainRow], *, prev
         "target_modules_requested": target_modules, "target_modules": targets,
         "lr": lr, "epochs": epochs, "batch_size": batch_size, "grad_accum": grad_accum,
         "max_grad_norm": max_grad_norm, "warmup_ratio": warmup_ratio, "warmup_steps": warmup_steps,
-        "total_steps": total_steps, "micro_batches": len(micro), "chat_template": chat_template,
+        "total_steps": total_steps, "micro_batches": len(micro), "prompt_format": prompt_format,
         "max_prompt_tokens": max_prompt_tokens, "max_target_tokens": max_target_tokens,
         "shared_prefix": shared_prefix, "seed": seed, "device": str(dev),
         "dtype": str(next(model.parameters()).dtype).replace("torch.", ""), "autocast_bf16": use_bf16,
@@ -247,6 +249,7 @@ def train_stage(model_path: str, out_dir: str, rows: Sequence[TrainRow], *, prev
         "batching": (f"seeded shuffle per epoch, chunks of batch_size*{GROUP_BATCHES} sorted by prompt, "
                      "batches shuffled") if group_batches else "seeded shuffle per epoch",
         "n_rows": len(rows), "n_replay_rows": sum(replay), "n_new_rows": len(rows) - sum(replay),
+        "data_notes": data_notes or {},
     }
 
     tokens = 0

@@ -11,7 +11,7 @@ with script_context(snakemake.log[0]) as log:
     else:
         model, tok = load_base(m)
     rows = eval_sample(read_rows(snakemake.input.eval, p.max_line_bytes), e["max_rows"], p.seed)
-    predictions, summary = evaluate_rows(model, tok, rows, m["chat_template"], m["max_prompt_tokens"],
+    predictions, summary = evaluate_rows(model, tok, rows, m["prompt_format"], m["max_prompt_tokens"],
                                          e["max_new_tokens"], e["batch_size"], p.shared_prefix)
     wc = snakemake.wildcards
     parts = wc.modeldir.split("/")

@@ -1,8 +1,8 @@
 """Label one task's selected pseudo inputs with θt; re-decode the hardest with the θ0/θt blend."""
 import dataclasses
 
-from sers.evolution import EvolutionSettings, label_rows
-from sers.io import read_jsonl, write_jsonl
+from sers.evolution import EvolutionSettings, label_rows, rehearsal_summary
+from sers.io import read_jsonl, write_json, write_jsonl
 from sers.workflow import load_adapted, script_context
 
 with script_context(snakemake.log[0]) as log:
@@ -11,6 +11,11 @@ with script_context(snakemake.log[0]) as log:
     settings = EvolutionSettings(**{k: v for k, v in p.evolution.items() if k in fields})
     model, tok = load_adapted(m, snakemake.input.adapter)
     rows = read_jsonl(snakemake.input.selected)
-    labelled = label_rows(model, tok, rows, settings, m["chat_template"], m["max_prompt_tokens"], p.shared_prefix)
+    labelled = label_rows(model, tok, rows, settings, m["prompt_format"], m["max_prompt_tokens"], p.shared_prefix)
     write_jsonl(snakemake.output.rehearsal, labelled)
-    log.info("labelled %d rows, %d evolved with the blend", len(labelled), sum(r["evolved"] for r in labelled))
+    summary = rehearsal_summary(labelled)
+    write_json(snakemake.output.summary, summary)
+    log.info("labelled %d rows, %d evolved with the blend", len(labelled), summary["n_evolved"])
+    if summary["n_empty_label"]:
+        log.warning("%d rows have an empty label; training leaves them out: %s", summary["n_empty_label"],
+                    summary["empty_label_ids"])

@@ -9,7 +9,7 @@ from sers.data import read_rows
 from sers.io import read_json, read_jsonl
 from sers.plots import (plot_forgetting_curves, plot_funnel, plot_matrix_heatmap, plot_pseudo_vs_seeds,
                         plot_similarity)
-from sers.selection import embed_texts, embedder_path, load_embedder
+from sers.selection import embed_texts, embedder_path, load_embedder, text_to_embed
 from sers.workflow import script_context
 
 with script_context(snakemake.log[0]) as log:
@@ -52,7 +52,8 @@ with script_context(snakemake.log[0]) as log:
         if encoder is None:
             e = p.embedder
             encoder = load_embedder(embedder_path(e["source"], e["package"], e["path"]))
-        seeds = embed_texts(encoder, [r.input for r in read_rows(seeds_path)], p.embedder["batch_size"])
+        seed_rows = [r.to_dict() for r in read_rows(seeds_path)]
+        seeds = embed_texts(encoder, [text_to_embed(r, p.embed_text) for r in seed_rows], p.embedder["batch_size"])
         plot_pseudo_vs_seeds(chosen, seeds, f"{out.projections}/{task}.png",
                              f"{task}: {len(chosen)} selected pseudo inputs vs {len(seeds)} real seeds")
     if funnel:

@@ -19,7 +19,11 @@ with script_context(snakemake.log[0]) as log:
         rehearsal, similarity = list(inputs.rehearsal), list(inputs.similarity)
     rows = [TrainRow(r.full_prompt, r.output, False)
             for path, seed in zip(train_files, seeds) for r in task_rows(path, p.max_train_rows, seed, p.max_line_bytes)]
-    rows += [TrainRow(r["full_prompt"], r["output"], True) for r in rehearsal_rows(rehearsal)]
+    replay = rehearsal_rows(rehearsal)
+    if replay.n_empty:
+        log.warning("%d rehearsal rows have an empty label and are left out: %s", replay.n_empty,
+                    replay.empty_labels)
+    rows += [TrainRow(r["full_prompt"], r["output"], True) for r in replay.rows]
     lam = read_json(similarity[0])["lambda"] if similarity else 0.0
     summary = train_stage(
         m["path"], snakemake.output.adapter, rows, prev_adapter=previous, lam=lam,
@@ -27,8 +31,9 @@ with script_context(snakemake.log[0]) as log:
         lora_r=t["lora_r"], lora_alpha=t["lora_alpha"], lora_dropout=t["lora_dropout"],
         target_modules=t["target_modules"], lr=t["lr"], epochs=t["epochs"], batch_size=t["batch_size"],
         grad_accum=t["grad_accum"], max_grad_norm=t["max_grad_norm"], warmup_ratio=t["warmup_ratio"],
-        chat_template=m["chat_template"], max_prompt_tokens=m["max_prompt_tokens"],
+        prompt_format=m["prompt_format"], max_prompt_tokens=m["max_prompt_tokens"],
         max_target_tokens=t["max_target_tokens"], shared_prefix=t["shared_prefix"], seed=p.seed,
         device=m["device"], dtype=m["dtype"],
+        data_notes={"n_rehearsal_empty_labels": replay.n_empty, "rehearsal_empty_labels": replay.empty_labels},
     )
     log.info("trained on %d rows (%d replay), lambda %.4f: %s", len(rows), sum(r.is_replay for r in rows), lam, summary)
