@@ -31,8 +31,7 @@ import torch
 from sers.data import read_rows
 from sers.generation import Blend, Sampling, generate
 from sers.models import build_tiny_model, load_model, load_tokenizer
-from sers.prompts import encode_example, encode_prompt
-from sers.prompts import encode_plain
+from sers.prompts import encode_example, encode_plain, encode_prompt
 from sers.synthesis import REFERENCE_INFILL_TEMPLATE, SynthesisSettings, plan_jobs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -143,7 +142,7 @@ def bench_blend(peft_model, tok, device, n, new_tokens, batch, chat, n_ref):
     # no cache, batch 1; unmerged LoRA in both, so bf16 rounding matches ours
     base_copy = copy.deepcopy(peft_model)
     with base_copy.disable_adapter():
-        ref, t_ref = timed(lambda: [reference_blend(base_copy, peft_model, p, 0.5, new_tokens, device)
+        ref, t_ref = timed(lambda: [reference_blend(base_copy, peft_model, p, 0.5, new_tokens, device)  # noqa: F821
                                     for p in prompts[:n_ref]], device)
     same = sum(r == o.token_ids for r, o in zip(ref, ours[:n_ref]))
     del base_copy

@@ -14,7 +14,7 @@ import platform
 import time
 from datetime import date
 
-from sers.config import validate_config, data_file, task_filter_settings
+from sers.config import data_file, task_filter_settings, validate_config
 from sers.data import read_rows
 from sers.filtering import filter_rows
 from sers.io import write_json

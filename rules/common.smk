@@ -49,8 +49,14 @@ def model_input():
 
 def model_params():
     m = config["model"]
-    return {"path": model_dir(), "prompt_format": m["prompt_format"], "trust_remote_code": m["trust_remote_code"],
-            "dtype": m["dtype"], "device": config["device"], "max_prompt_tokens": m["max_prompt_tokens"]}
+    return {
+        "path": model_dir(),
+        "prompt_format": m["prompt_format"],
+        "trust_remote_code": m["trust_remote_code"],
+        "dtype": m["dtype"],
+        "device": config["device"],
+        "max_prompt_tokens": m["max_prompt_tokens"],
+    }
 
 
 def embedder_params():
@@ -180,8 +186,11 @@ def eval_summaries(order, method):
     tasks = config["orders"][order]
     if method == "mtl":
         return [f"{RUN}/mtl/stage1-all/eval/{t}.json" for t in tasks]
-    files = [f"{RUN}/{model_dir_of(order, method, s)}/eval/{t}.json" for s in range(1, len(tasks) + 1)
-             for t in eval_tasks_at(order, s)]
+    files = [
+        f"{RUN}/{model_dir_of(order, method, s)}/eval/{t}.json"
+        for s in range(1, len(tasks) + 1)
+        for t in eval_tasks_at(order, s)
+    ]
     if config["eval"]["base"]:
         files += [f"{RUN}/base/eval/{t}.json" for t in tasks]
     return files
@@ -205,8 +214,13 @@ def summary_inputs(wildcards):
 def plot_inputs(wildcards):
     kinds = pseudo_kinds()
     tasks = all_tasks(config)
-    sims = [f"{stage_dir(o, m, t)}/similarity.json" for o, ts in config["orders"].items()
-            for m in sequential_methods() if m in PENALTY_METHODS for t in range(2, len(ts) + 1)]
+    sims = [
+        f"{stage_dir(o, m, t)}/similarity.json"
+        for o, ts in config["orders"].items()
+        for m in sequential_methods()
+        if m in PENALTY_METHODS
+        for t in range(2, len(ts) + 1)
+    ]
     return {
         "metrics": metrics_targets(),
         "similarity": sims,

@@ -17,16 +17,16 @@ rule evaluate:
     output:
         predictions=f"{RUN}/{{modeldir}}/eval/{{evaltask}}.jsonl",
         summary=f"{RUN}/{{modeldir}}/eval/{{evaltask}}.json",
+    log:
+        f"{RUN}/logs/eval/{{modeldir}}/{{evaltask}}.log",
+    resources:
+        **gpu_resources(mem_mb=32000, runtime=120, cpus=8),
     params:
         eval=config["eval"],
         model=model_params(),
         max_line_bytes=config["data"]["max_line_bytes"],
         shared_prefix=config["training"]["shared_prefix"],
         seed=lambda wc: derive_seed(config["seed"], "eval", wc.evaltask),
-    log:
-        f"{RUN}/logs/eval/{{modeldir}}/{{evaltask}}.log",
-    resources:
-        **gpu_resources(mem_mb=32000, runtime=120, cpus=8),
     script:
         "../workflow/scripts/evaluate.py"
 
@@ -37,13 +37,13 @@ rule metrics:
     output:
         metrics=f"{RUN}/{{order}}/{{method}}/metrics.json",
         matrix=f"{RUN}/{{order}}/{{method}}/matrix.csv",
-    params:
-        order=lambda wc: config["orders"][wc.order],
-        need_all=config["eval"]["all_tasks"],
-        need_base=config["eval"]["base"],
     log:
         f"{RUN}/logs/metrics/{{order}}-{{method}}.log",
     resources:
         **cpu_resources(mem_mb=2000, runtime=10),
+    params:
+        order=lambda wc: config["orders"][wc.order],
+        need_all=config["eval"]["all_tasks"],
+        need_base=config["eval"]["base"],
     script:
         "../workflow/scripts/metrics.py"

@@ -5,12 +5,12 @@
 rule convert_gguf_model:
     output:
         directory(f"{config['model']['cache_dir']}/{config['model']['gguf_package']}"),
-    params:
-        package=config["model"]["gguf_package"],
     log:
         f"{RUN}/logs/convert_gguf_model.log",
     resources:
         **cpu_resources(mem_mb=4000, runtime=30, cpus=2),
+    params:
+        package=config["model"]["gguf_package"],
     script:
         "../workflow/scripts/convert_gguf_model.py"
 
@@ -20,12 +20,12 @@ rule build_tiny_model:
         [data_file(config, t, "seeds") for t in all_tasks(config)],
     output:
         directory(f"{config['model']['cache_dir']}/tiny-llama"),
-    params:
-        tiny=config["model"]["tiny"],
-        seed=config["seed"],
     log:
         f"{RUN}/logs/build_tiny_model.log",
     resources:
         **cpu_resources(mem_mb=2000, runtime=10),
+    params:
+        tiny=config["model"]["tiny"],
+        seed=config["seed"],
     script:
         "../workflow/scripts/build_tiny_model.py"

@@ -9,16 +9,16 @@ rule synthesize:
         model=model_input(),
     output:
         raw=f"{PSEUDO}/{{kind}}/{{task}}/raw.jsonl",
+    log:
+        f"{RUN}/logs/synthesize/{{kind}}-{{task}}.log",
+    resources:
+        **gpu_resources(mem_mb=32000, runtime=240, cpus=8),
     params:
         mode=lambda wc: synthesis_mode(wc.kind),
         settings=config["synthesis"],
         model=model_params(),
         max_line_bytes=config["data"]["max_line_bytes"],
         seed=lambda wc: derive_seed(config["seed"], "synthesize", wc.kind, wc.task),
-    log:
-        f"{RUN}/logs/synthesize/{{kind}}-{{task}}.log",
-    resources:
-        **gpu_resources(mem_mb=32000, runtime=240, cpus=8),
     script:
         "../workflow/scripts/synthesize.py"
 
@@ -31,14 +31,14 @@ rule filter_pseudo:
         filtered=f"{PSEUDO}/{{kind}}/{{task}}/filtered.jsonl",
         dropped=f"{PSEUDO}/{{kind}}/{{task}}/dropped.jsonl",
         summary=f"{PSEUDO}/{{kind}}/{{task}}/filter_summary.json",
-    params:
-        thresholds=lambda wc: task_filter_settings(config, wc.task),
-        model=model_params(),
-        embedder=embedder_params(),
     log:
         f"{RUN}/logs/filter/{{kind}}-{{task}}.log",
     resources:
         **cpu_resources(mem_mb=4000, runtime=30),
+    params:
+        thresholds=lambda wc: task_filter_settings(config, wc.task),
+        model=model_params(),
+        embedder=embedder_params(),
     script:
         "../workflow/scripts/filter_pseudo.py"
 
@@ -48,13 +48,13 @@ rule embed_pseudo:
         filtered=rules.filter_pseudo.output.filtered,
     output:
         embeddings=f"{PSEUDO}/{{kind}}/{{task}}/embeddings.npy",
-    params:
-        embedder=embedder_params(),
-        embed_text=config["selection"]["embed_text"],
     log:
         f"{RUN}/logs/embed/{{kind}}-{{task}}.log",
     resources:
         **cpu_resources(mem_mb=8000, runtime=60, cpus=4),
+    params:
+        embedder=embedder_params(),
+        embed_text=config["selection"]["embed_text"],
     script:
         "../workflow/scripts/embed_pseudo.py"
 
@@ -66,13 +66,13 @@ rule select_pseudo:
     output:
         selected=f"{PSEUDO}/{{kind}}/{{task}}/selected.jsonl",
         summary=f"{PSEUDO}/{{kind}}/{{task}}/selection.json",
-    params:
-        memory=config["selection"]["memory"],
-        n_clusters=config["selection"]["n_clusters"],
-        seed=lambda wc: derive_seed(config["seed"], "select", wc.kind, wc.task),
     log:
         f"{RUN}/logs/select/{{kind}}-{{task}}.log",
     resources:
         **cpu_resources(mem_mb=4000, runtime=30),
+    params:
+        memory=config["selection"]["memory"],
+        n_clusters=config["selection"]["n_clusters"],
+        seed=lambda wc: derive_seed(config["seed"], "select", wc.kind, wc.task),
     script:
         "../workflow/scripts/select_pseudo.py"

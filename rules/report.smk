@@ -20,16 +20,31 @@ rule plots:
     input:
         unpack(plot_inputs),
     output:
-        heatmaps=report(directory(f"{RUN}/summary/plots/heatmaps"), patterns=["{name}.png"],
-                        category="Score matrices", caption="../report/heatmap.rst"),
-        curves=report(directory(f"{RUN}/summary/plots/forgetting"), patterns=["{name}.png"],
-                      category="Forgetting curves", caption="../report/forgetting.rst"),
-        similarity=report(f"{RUN}/summary/plots/similarity.png", category="Task similarity",
-                          caption="../report/similarity.rst"),
+        heatmaps=report(
+            directory(f"{RUN}/summary/plots/heatmaps"),
+            patterns=["{name}.png"],
+            category="Score matrices",
+            caption="../report/heatmap.rst",
+        ),
+        curves=report(
+            directory(f"{RUN}/summary/plots/forgetting"),
+            patterns=["{name}.png"],
+            category="Forgetting curves",
+            caption="../report/forgetting.rst",
+        ),
+        similarity=report(
+            f"{RUN}/summary/plots/similarity.png", category="Task similarity", caption="../report/similarity.rst"
+        ),
         funnel=report(f"{RUN}/summary/plots/funnel.png", category="Pseudo samples", caption="../report/funnel.rst"),
-        projections=report(directory(f"{RUN}/summary/plots/projections"), patterns=["{name}.png"],
-                           category="Pseudo samples", caption="../report/projection.rst"),
+        projections=report(
+            directory(f"{RUN}/summary/plots/projections"),
+            patterns=["{name}.png"],
+            category="Pseudo samples",
+            caption="../report/projection.rst",
+        ),
         done=touch(f"{RUN}/summary/plots.done"),
+    log:
+        f"{RUN}/logs/plots.log",
     params:
         orders=config["orders"],
         methods=config["methods"],
@@ -37,8 +52,6 @@ rule plots:
         kinds=pseudo_kinds(),
         embedder=embedder_params(),
         embed_text=config["selection"]["embed_text"],
-    log:
-        f"{RUN}/logs/plots.log",
     script:
         "../workflow/scripts/plots.py"
 
@@ -48,11 +61,11 @@ rule export_llamafactory:
         list(rehearsal_exports().values()),
     output:
         dataset_info=f"{RUN}/export/dataset_info.json",
-    params:
-        names=list(rehearsal_exports()),
     log:
         f"{RUN}/logs/export_llamafactory.log",
     resources:
         **cpu_resources(mem_mb=2000, runtime=10),
+    params:
+        names=list(rehearsal_exports()),
     script:
         "../workflow/scripts/export_llamafactory.py"

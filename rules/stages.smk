@@ -9,14 +9,14 @@ rule real_rehearsal:
         replay=lambda wc: data_file(config, wc.task, "replay"),
     output:
         rehearsal=f"{RUN}/real/{{task}}/rehearsal.jsonl",
-    params:
-        max_rows=config["data"]["max_replay_rows"],
-        max_line_bytes=config["data"]["max_line_bytes"],
-        seed=lambda wc: derive_seed(config["seed"], "real-replay", wc.task),
     log:
         f"{RUN}/logs/real_rehearsal/{{task}}.log",
     resources:
         **cpu_resources(mem_mb=2000, runtime=10),
+    params:
+        max_rows=config["data"]["max_replay_rows"],
+        max_line_bytes=config["data"]["max_line_bytes"],
+        seed=lambda wc: derive_seed(config["seed"], "real-replay", wc.task),
     script:
         "../workflow/scripts/real_rehearsal.py"
 
@@ -29,6 +29,10 @@ rule task_similarity:
         rehearsal=rehearsal_sets,
     output:
         similarity=f"{STAGE_DIR}/similarity.json",
+    log:
+        f"{RUN}/logs/similarity/{{order}}-{{method}}-stage{{stage}}-{{task}}.log",
+    resources:
+        **gpu_resources(mem_mb=32000, runtime=60, cpus=8),
     params:
         settings=config["similarity"],
         model=model_params(),
@@ -37,10 +41,6 @@ rule task_similarity:
         max_line_bytes=config["data"]["max_line_bytes"],
         seed=lambda wc: derive_seed(config["seed"], "similarity", wc.order, wc.stage),
         train_seed=lambda wc: derive_seed(config["seed"], "train-rows", wc.task),
-    log:
-        f"{RUN}/logs/similarity/{{order}}-{{method}}-stage{{stage}}-{{task}}.log",
-    resources:
-        **gpu_resources(mem_mb=32000, runtime=60, cpus=8),
     script:
         "../workflow/scripts/task_similarity.py"
 
@@ -51,6 +51,10 @@ rule train_first_stage:
         train=lambda wc: data_file(config, wc.task, "train"),
     output:
         adapter=directory(f"{RUN}/{{order}}/stage1-{{task}}/adapter"),
+    log:
+        f"{RUN}/logs/train/{{order}}-stage1-{{task}}.log",
+    resources:
+        **gpu_resources(mem_mb=64000, runtime=720, cpus=8),
     params:
         training=config["training"],
         similarity=config["similarity"],
@@ -59,10 +63,6 @@ rule train_first_stage:
         max_line_bytes=config["data"]["max_line_bytes"],
         seed=lambda wc: derive_seed(config["seed"], "train", wc.order, 1),
         train_seed=lambda wc: derive_seed(config["seed"], "train-rows", wc.task),
-    log:
-        f"{RUN}/logs/train/{{order}}-stage1-{{task}}.log",
-    resources:
-        **gpu_resources(mem_mb=64000, runtime=720, cpus=8),
     script:
         "../workflow/scripts/train_stage.py"
 
@@ -76,8 +76,12 @@ rule train_stage:
         similarity=similarity_input,
     output:
         adapter=directory(f"{STAGE_DIR}/adapter"),
+    log:
+        f"{RUN}/logs/train/{{order}}-{{method}}-stage{{stage}}-{{task}}.log",
     wildcard_constraints:
         stage=r"[2-9]|[1-9]\d+",
+    resources:
+        **gpu_resources(mem_mb=64000, runtime=720, cpus=8),
     params:
         training=config["training"],
         similarity=config["similarity"],
@@ -87,10 +91,6 @@ rule train_stage:
         # the same seed for every method (batch order, LoRA dropout): methods differ only by design
         seed=lambda wc: derive_seed(config["seed"], "train", wc.order, wc.stage),
         train_seed=lambda wc: derive_seed(config["seed"], "train-rows", wc.task),
-    log:
-        f"{RUN}/logs/train/{{order}}-{{method}}-stage{{stage}}-{{task}}.log",
-    resources:
-        **gpu_resources(mem_mb=64000, runtime=720, cpus=8),
     script:
         "../workflow/scripts/train_stage.py"
 
@@ -103,14 +103,14 @@ rule label_rehearsal:
     output:
         rehearsal=f"{STAGE_DIR}/rehearsal.jsonl",
         summary=f"{STAGE_DIR}/rehearsal_summary.json",
-    params:
-        evolution=evolution_params,
-        model=model_params(),
-        shared_prefix=config["training"]["shared_prefix"],
     log:
         f"{RUN}/logs/label/{{order}}-{{method}}-stage{{stage}}-{{task}}.log",
     resources:
         **gpu_resources(mem_mb=32000, runtime=240, cpus=8),
+    params:
+        evolution=evolution_params,
+        model=model_params(),
+        shared_prefix=config["training"]["shared_prefix"],
     script:
         "../workflow/scripts/label_rehearsal.py"
 
@@ -121,6 +121,10 @@ rule train_mtl:
         train=[data_file(config, t, "train") for t in mtl_tasks()],
     output:
         adapter=directory(f"{RUN}/mtl/stage1-all/adapter"),
+    log:
+        f"{RUN}/logs/train/mtl.log",
+    resources:
+        **gpu_resources(mem_mb=64000, runtime=1440, cpus=8),
     params:
         training=config["training"],
         similarity=config["similarity"],
@@ -129,9 +133,5 @@ rule train_mtl:
         max_line_bytes=config["data"]["max_line_bytes"],
         seed=derive_seed(config["seed"], "train", "mtl"),
         train_seeds=[derive_seed(config["seed"], "train-rows", t) for t in mtl_tasks()],
-    log:
-        f"{RUN}/logs/train/mtl.log",
-    resources:
-        **gpu_resources(mem_mb=64000, runtime=1440, cpus=8),
     script:
         "../workflow/scripts/train_stage.py"

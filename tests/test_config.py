@@ -1,9 +1,10 @@
 import pytest
 import yaml
 
-from conftest import REPO
 from sers.config import load_config, task_filter_settings, validate_config
 from sers.errors import SersError
+
+from conftest import REPO
 
 
 @pytest.mark.parametrize("config,message", [

@@ -2,8 +2,6 @@
 import json
 import time
 
-import pytest
-
 from sers.io import read_jsonl
 
 PSEUDO_RULES = ("synthesize", "filter_pseudo", "embed_pseudo", "select_pseudo")
@@ -31,9 +29,10 @@ def test_second_run_does_nothing(tiny_run):
 
 
 def test_paper_preset_plans_every_task_and_method():
-    from conftest import REPO, Workflow
     import tempfile
     from pathlib import Path
+
+    from conftest import Workflow
 
     with tempfile.TemporaryDirectory() as d:
         wf = Workflow(Path(d))
@@ -127,6 +126,21 @@ def test_lint_is_clean_but_for_the_answered_environment_lint(workflow_dir):
     proc = workflow_dir.snakemake("--lint", check=False)
     titles = {line.strip() for line in (proc.stdout + proc.stderr).splitlines() if line.strip().startswith("* ")}
     assert titles == {"* Specify a conda environment or container for each rule.:"}, titles
+
+
+def test_snakefmt_and_ruff_are_clean():
+    """`make lint`'s other two checks: the workflow catalog's formatter and the Python linter."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import REPO
+
+    bin_dir = Path(sys.executable).parent
+    for cmd in ([bin_dir / "snakefmt", "--check", "Snakefile", "rules"],
+                [bin_dir / "ruff", "check", "src", "workflow", "tests", "benchmarks"]):
+        proc = subprocess.run([str(c) for c in cmd], cwd=REPO, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_report_builds_and_contains_every_plot(tiny_run):

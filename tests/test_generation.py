@@ -10,8 +10,9 @@ os.environ.setdefault("SERS_NO_PROGRESS", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from _tiny import liven, randomise_lora, task_prompts, tiny_model_dir  # noqa: E402,F401
 from sers.generation import Blend, Sampling, continuation_logprobs, generate, pack  # noqa: E402
+
+from _tiny import liven, randomise_lora, task_prompts, tiny_model_dir  # noqa: E402,F401
 
 GREEDY = Sampling(max_new_tokens=12)
 LENGTHS = [40, 49, 58, 67]  # unequal prompt lengths, one task: they share the instruction

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SNAKEMAKE, Workflow
 from sers.errors import SersError
 
 from _tiny import tiny_model_dir  # noqa: F401  (fixture)
+from conftest import REPO, SNAKEMAKE, Workflow
 
 TINY = ("--configfile", "config/tiny.yaml")
 

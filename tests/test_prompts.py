@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from _tiny import sample_rows, tiny_model_dir  # noqa: F401
 from sers.errors import SersError
-from sers.prompts import (LLAMA2_SYSTEM, bos_ids, encode_example, encode_plain, encode_prompt, prompt_text,
-                          target_text)
+from sers.prompts import LLAMA2_SYSTEM, bos_ids, encode_example, encode_plain, encode_prompt, prompt_text, target_text
+
+from _tiny import sample_rows, tiny_model_dir  # noqa: F401
 
 
 @pytest.fixture

@@ -9,11 +9,17 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from _tiny import sample_rows, task_prompts, tiny_model_dir  # noqa: E402,F401
 from sers.errors import SersError  # noqa: E402
 from sers.similarity import (  # noqa: E402
-    pooled_hidden_states, quantile_w1, random_directions, similarity_lambda, sliced_w1, task_similarity,
+    pooled_hidden_states,
+    quantile_w1,
+    random_directions,
+    similarity_lambda,
+    sliced_w1,
+    task_similarity,
 )
+
+from _tiny import sample_rows, task_prompts, tiny_model_dir  # noqa: E402,F401
 
 
 @pytest.fixture(scope="module")

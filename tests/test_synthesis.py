@@ -1,9 +1,6 @@
-import random
 
 import pytest
 
-from sers.data import Row
-from sers.masking import Blank, contextual_mask
 from sers.models import load_model, load_tokenizer
 from sers.synthesis import SynthesisSettings, parse_icl_output, plan_jobs, synthesize, text_after_last_output
 

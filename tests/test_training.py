@@ -11,12 +11,18 @@ os.environ.setdefault("SERS_NO_PROGRESS", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from _tiny import randomise_lora, sample_rows, tiny_model_dir  # noqa: E402,F401
 from sers import training  # noqa: E402
 from sers.errors import SersError  # noqa: E402
 from sers.training import (  # noqa: E402
-    TrainRow, lora_l2_penalty, lora_parameters, penalised_loss, target_cross_entropy, train_stage,
+    TrainRow,
+    lora_l2_penalty,
+    lora_parameters,
+    penalised_loss,
+    target_cross_entropy,
+    train_stage,
 )
+
+from _tiny import randomise_lora, sample_rows, tiny_model_dir  # noqa: E402,F401
 
 FAST = dict(lora_r=4, lora_alpha=16, lora_dropout=0.0, target_modules="auto", lr=1e-2, epochs=1, batch_size=4,
             grad_accum=1, max_grad_norm=1.0, warmup_ratio=0.0, prompt_format="plain", max_prompt_tokens=64,

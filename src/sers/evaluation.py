@@ -7,8 +7,8 @@ import math
 from .data import Row
 from .generation import Sampling, generate
 from .prompts import encode_prompt
-from .sampling import subsample
 from .rouge import rouge_l
+from .sampling import subsample
 
 
 def eval_sample(rows: list[Row], max_rows: int, seed: int) -> list[Row]:

@@ -1,7 +1,6 @@
 """LLaMA-Factory interop: export rehearsal sets as alpaca-format datasets plus a dataset_info.json."""
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path

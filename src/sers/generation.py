@@ -14,10 +14,9 @@ from __future__ import annotations
 import inspect
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from transformers import DynamicCache
 
 from .progress import progress

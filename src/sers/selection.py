@@ -8,7 +8,6 @@ largest remainder so the quotas always sum to exactly min(memory, N).
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
 
 import numpy as np
 from sklearn.cluster import KMeans

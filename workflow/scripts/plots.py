@@ -7,8 +7,7 @@ import pandas as pd
 
 from sers.data import read_rows
 from sers.io import read_json, read_jsonl
-from sers.plots import (plot_forgetting_curves, plot_funnel, plot_matrix_heatmap, plot_pseudo_vs_seeds,
-                        plot_similarity)
+from sers.plots import plot_forgetting_curves, plot_funnel, plot_matrix_heatmap, plot_pseudo_vs_seeds, plot_similarity
 from sers.selection import embed_texts, embedder_path, load_embedder, text_to_embed
 from sers.workflow import script_context
 
