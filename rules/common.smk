@@ -196,6 +196,16 @@ def eval_summaries(order, method):
     return files
 
 
+def eval_predictions(order, method):
+    """The per-row prediction files beside `eval_summaries(order, method)`, in the same order."""
+    return [path.removesuffix(".json") + ".jsonl" for path in eval_summaries(order, method)]
+
+
+def comparison_runs():
+    """{order: {method: [prediction files]}}: the per-row scores the paired comparisons read."""
+    return {o: {m: eval_predictions(o, m) for m in config["methods"]} for o in config["orders"]}
+
+
 def metrics_targets():
     return [f"{RUN}/{order}/{method}/metrics.json" for order in config["orders"] for method in config["methods"]]
 
@@ -205,8 +215,10 @@ def evaluated_adapter(wc):
 
 
 def summary_inputs(wildcards):
+    runs = comparison_runs()
     return {
         "metrics": metrics_targets(),
+        "predictions": sorted({f for by_method in runs.values() for files in by_method.values() for f in files}),
         "matrices": [f"{RUN}/{o}/{m}/matrix.csv" for o in config["orders"] for m in config["methods"]],
     }
 

@@ -34,6 +34,7 @@ rule evaluate:
 rule metrics:
     input:
         summaries=lambda wc: eval_summaries(wc.order, wc.method),
+        predictions=lambda wc: eval_predictions(wc.order, wc.method),
     output:
         metrics=f"{RUN}/{{order}}/{{method}}/metrics.json",
         matrix=f"{RUN}/{{order}}/{{method}}/matrix.csv",

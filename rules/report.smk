@@ -8,10 +8,15 @@ rule summarize_methods:
     output:
         csv=report(f"{RUN}/summary/methods.csv", category="Metrics", caption="../report/methods.rst"),
         markdown=f"{RUN}/summary/methods.md",
+        comparisons=f"{RUN}/summary/comparisons.json",
     log:
         f"{RUN}/logs/summarize_methods.log",
     resources:
         **cpu_resources(mem_mb=2000, runtime=10),
+    params:
+        runs=comparison_runs(),
+        stats=config["stats"],
+        seed=derive_seed(config["seed"], "bootstrap"),
     script:
         "../workflow/scripts/summarize_methods.py"
 

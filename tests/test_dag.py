@@ -119,6 +119,19 @@ def test_every_method_produced_its_artifacts(tiny_run):
     sers = read_jsonl(run / "order1/sers/stage1-sa/rehearsal.jsonl")
     assert sum(r["evolved"] for r in sers) == round(0.2 * len(sers))
     assert not any(r["evolved"] for r in read_jsonl(run / "order1/sers-nose/stage1-sa/rehearsal.jsonl"))
+    summary = json.loads((run / "order1/sers/stage1-sa/rehearsal_summary.json").read_text())
+    assert summary["n_rows"] == len(sers) and summary["n_empty_label"] == sum(not r["output"].strip() for r in sers)
+
+
+def test_methods_table_has_paired_differences_from_the_baseline(tiny_run):
+    run = tiny_run.root / "results/tiny/summary"
+    table = (run / "methods.md").read_text()
+    assert "ΔAR vs seq [95% CI], p" in table and "ΔBWT vs seq [95% CI], p" in table
+    comparisons = json.loads((run / "comparisons.json").read_text())
+    assert {c["method"] for c in comparisons} == set(ALL_METHODS) - {"seq"}
+    assert all(c["baseline"] == "seq" and c["ar"]["ci"][0] <= c["ar"]["diff"] <= c["ar"]["ci"][1]
+               for c in comparisons)
+    assert all(c["bwt"] is None for c in comparisons if c["method"] == "mtl")
 
 
 def test_lint_is_clean_but_for_the_answered_environment_lint(workflow_dir):

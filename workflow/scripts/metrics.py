@@ -1,7 +1,8 @@
 """AR, BWT, FWT and the stage × task matrix of one (order, method)."""
 import pandas as pd
 
-from sers.io import read_json, write_json
+from sers.comparison import paired_bwt_se, run_scores
+from sers.io import read_json, read_jsonl, write_json
 from sers.metrics import check_complete, compute_metrics, score_matrix, single_model_metrics, write_table_csv
 from sers.workflow import script_context
 
@@ -19,6 +20,10 @@ with script_context(snakemake.log[0]) as log:
         check_complete(summaries, p.order, p.need_all, p.need_base)
         metrics = compute_metrics(summaries, p.order)
         matrix = score_matrix(summaries, p.order)
+        # every stage scores the same eval rows: BWT's SE from the per-row differences a[n][i] − a[i][i]
+        cells = [(s, read_jsonl(pred)) for s, pred in zip(summaries, snakemake.input.predictions) if s["stage"] > 0]
+        metrics["bwt_se_independent"] = metrics["bwt_se"]
+        metrics["bwt_se"] = paired_bwt_se(run_scores(cells, p.order))
     write_table_csv(matrix, snakemake.output.matrix, index=True)
     write_json(snakemake.output.metrics, {"order": wc.order, "method": wc.method, "tasks": list(p.order), **metrics})
     log.info("%s/%s: AR %.2f, BWT %s", wc.order, wc.method, metrics["ar"], metrics["bwt"])
