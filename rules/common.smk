@@ -18,7 +18,7 @@ except SersError as _error:
 
 RUN = f"{config['results_dir']}/{config['run']}"
 PSEUDO = f"{RUN}/pseudo"
-MASK_METHODS = {"sers", "sers-noreg", "sers-nose"}
+MASK_METHODS = {"sers", "sers-noreg", "sers-nose", "sers-anchor", "sers-sum"}
 ICL_METHODS = {"ssr", "sers-icl"}
 SCRIPTS = "workflow/scripts"
 
@@ -83,8 +83,10 @@ def pseudo_targets():
 
 
 # ---- continual-learning stages (METHOD.md §4–6) ----
-PENALTY_METHODS = {"sers", "sers-nose", "sers-icl"}  # λ from the task-similarity distance
-PSEUDO_METHODS = {"ssr", "sers", "sers-noreg", "sers-nose", "sers-icl"}  # rehearse labelled pseudo rows
+PENALTY_METHODS = {"sers", "sers-nose", "sers-icl", "sers-anchor", "sers-sum"}  # λ from the task similarity
+PSEUDO_METHODS = {"ssr", "sers", "sers-noreg", "sers-nose", "sers-icl", "sers-anchor", "sers-sum"}  # rehearse pseudo rows
+# the penalty's form: (anchor, reduction); λ(W) × similarity.variant_scale for the variants
+PENALTY_VARIANTS = {"sers-anchor": ("previous", "sum"), "sers-sum": ("zero", "sum")}
 NO_EVOLUTION_METHODS = {"ssr", "sers-nose"}  # plain θt labels (SSR's refinement)
 STAGE_DIR = f"{RUN}/{{order}}/{{method}}/stage{{stage}}-{{task}}"
 
@@ -142,6 +144,13 @@ def similarity_input(wc):
 
 def pseudo_kind(method):
     return "icl" if method in ICL_METHODS else "mask"
+
+
+def penalty_params(method):
+    """How a method's penalty is formed: the reference's ½ Σ mean(p²) toward 0, or a research variant."""
+    anchor, reduction = PENALTY_VARIANTS.get(method, ("zero", "mean"))
+    scale = config["similarity"]["variant_scale"] if method in PENALTY_VARIANTS else 1.0
+    return {"anchor": anchor, "reduction": reduction, "scale": scale}
 
 
 def evolution_params(wc):

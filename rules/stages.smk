@@ -88,6 +88,7 @@ rule train_stage:
         model=model_params(),
         max_train_rows=config["data"]["max_train_rows"],
         max_line_bytes=config["data"]["max_line_bytes"],
+        penalty=lambda wc: penalty_params(wc.method),
         # the same seed for every method (batch order, LoRA dropout): methods differ only by design
         seed=lambda wc: derive_seed(config["seed"], "train", wc.order, wc.stage),
         train_seed=lambda wc: derive_seed(config["seed"], "train-rows", wc.task),

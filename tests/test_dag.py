@@ -49,6 +49,15 @@ def test_paper_preset_plans_every_task_and_method():
     assert elapsed < 60
 
 
+def test_penalty_variants_are_methods_of_their_own(workflow_dir):
+    cfg = workflow_dir.write_config("variants.yaml", {"methods": ["seq", "sers-anchor", "sers-sum"]})
+    jobs = workflow_dir.planned_jobs("--configfile", "config/tiny.yaml", cfg)
+    for method in ("sers-anchor", "sers-sum"):
+        assert ("train_stage", {"order": "order1", "method": method, "stage": "2", "task": "pe"}) in jobs
+        assert ("task_similarity", {"order": "order1", "method": method, "stage": "2", "task": "pe"}) in jobs
+    assert {w["kind"] for r, w in jobs if r == "synthesize"} == {"mask"}
+
+
 def test_changing_one_task_threshold_reruns_exactly_what_it_invalidates(tiny_run):
     """filter[sa] → embed → select → labelled[sa] → every stage after sa's position; nothing else."""
     tiny_run.write_config("sa-threshold.yaml", {"filter": {"tasks": {"sa": {"max_tokens": 399}}}})

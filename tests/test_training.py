@@ -95,6 +95,40 @@ def test_lora_l2_penalty_hand_numbers(tiny_model_dir):
     torch.testing.assert_close(p.grad, p.detach() / p.numel())
 
 
+def test_penalty_variants_hand_numbers(tiny_model_dir):
+    model = fresh_lora(tiny_model_dir)
+    mats = lora_parameters(model)
+    with torch.no_grad():
+        for _, p in mats:
+            p.fill_(0.5)
+    anchor = {n: torch.full_like(p, 0.25) for n, p in mats}
+    numel = sum(p.numel() for _, p in mats)
+    # sum toward 0: ½ Σ 0.25 over every element; anchored and summed: ½ Σ (0.5 − 0.25)² = ½ Σ 0.0625
+    assert float(lora_l2_penalty(model, reduction="sum")) == pytest.approx(0.5 * numel * 0.25, rel=1e-6)
+    pen = lora_l2_penalty(model, anchor, "sum")
+    assert float(pen) == pytest.approx(0.5 * numel * 0.0625, rel=1e-6)
+    pen.backward()
+    _, p = mats[0]
+    torch.testing.assert_close(p.grad, torch.full_like(p, 0.25))  # d/dp ½(p − p*)² = p − p*
+    assert float(lora_l2_penalty(model, {n: q.detach() for n, q in mats}, "mean")) == 0.0
+    assert penalised_loss(2.0, 0.5, 0.4, 0.25, scale=0.1) == pytest.approx(2.015)
+    with pytest.raises(SersError, match="reduction"):
+        lora_l2_penalty(model, reduction="max")
+
+
+def test_anchored_penalty_starts_at_zero_from_the_previous_adapter(tiny_model_dir, mixed_rows, tmp_path):
+    first = tmp_path / "stage1"
+    stage(tiny_model_dir, first, mixed_rows[:8], lr=1e-2)
+    stage(tiny_model_dir, tmp_path / "a", mixed_rows[8:], prev_adapter=str(first), lam=0.3,
+          penalty_anchor="previous", penalty_reduction="sum", penalty_scale=0.5)
+    stage(tiny_model_dir, tmp_path / "z", mixed_rows[8:], prev_adapter=str(first), lam=0.3,
+          penalty_reduction="sum", penalty_scale=0.5)
+    anchored, toward_zero = read_log(tmp_path / "a"), read_log(tmp_path / "z")
+    assert anchored[0]["penalty"] == 0.0 and toward_zero[0]["penalty"] > 0  # θ = θt−1 before the first step
+    cfg = json.loads((tmp_path / "a" / "train_config.json").read_text())
+    assert cfg["penalty"] == {"anchor": "previous", "reduction": "sum", "scale": 0.5}
+
+
 # ---- the loss over packed batches -----------------------------------------------------------------
 
 def test_shared_prefix_gives_same_loss_and_gradients(tiny_model_dir):

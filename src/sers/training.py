@@ -5,7 +5,9 @@ previous stage's adapter trainable and keeps training it; the base weights stay 
 
 Loss per micro-batch = cross-entropy over the target tokens (mean over the batch's target tokens)
 + λ · (1 − r_b) · ½ Σ_p mean(p²) over the LoRA matrices, r_b = fraction of replay rows in the
-micro-batch. `is_replay` is set by the caller from where a row came from.
+micro-batch (the reference). Research variants: anchor the penalty at the previous stage's adapter
+(p − p_{t−1}) and/or sum each matrix instead of averaging it, with λ multiplied by a user scale.
+`is_replay` is set by the caller from where a row came from.
 
 Batching (deterministic given `seed`): every epoch the rows are shuffled with a seeded generator
 and cut into batches that mix tasks and replay rows as in the reference; inside a batch the rows of
@@ -60,12 +62,27 @@ def lora_parameters(model) -> list[tuple[str, torch.nn.Parameter]]:
             if p.requires_grad and ("lora_A" in n or "lora_B" in n)]
 
 
-def lora_l2_penalty(model) -> torch.Tensor:
-    """½ Σ_p mean(p²) over the trainable LoRA matrices (a scalar tensor; 0 if there are none)."""
-    params = [p for _, p in lora_parameters(model)]
-    if not params:
+PENALTY_ANCHORS = ("zero", "previous")
+PENALTY_REDUCTIONS = ("mean", "sum")
+
+
+def lora_l2_penalty(model, anchor: dict[str, torch.Tensor] | None = None, reduction: str = "mean") -> torch.Tensor:
+    """½ Σ_p reduce((p − p*)²) over the trainable LoRA matrices (a scalar tensor; 0 if there are none).
+
+    p* = 0 (the reference: ½ Σ_p mean(p²)), or `anchor[name]` — the previous stage's adapter, as in the
+    SSR code's L2 baseline. `reduction` "mean" averages each matrix (the reference; its gradient per
+    element is p/numel), "sum" adds its elements up.
+    """
+    if reduction not in PENALTY_REDUCTIONS:
+        raise SersError(f"training: penalty reduction {reduction!r} is not one of {PENALTY_REDUCTIONS}")
+    terms = []
+    for name, p in lora_parameters(model):
+        diff = p.float() if anchor is None else p.float() - anchor[name].to(p.device, torch.float32)
+        sq = diff.pow(2)
+        terms.append(sq.mean() if reduction == "mean" else sq.sum())
+    if not terms:
         return torch.zeros((), device=next(model.parameters()).device)
-    return 0.5 * torch.stack([p.float().pow(2).mean() for p in params]).sum()
+    return 0.5 * torch.stack(terms).sum()
 
 
 def penalty_applies(lam: float, only_above_min: bool = False, lambda_min: float = 0.0) -> bool:
@@ -80,11 +97,11 @@ def penalty_coefficient(lam: float, replay_fraction: float, only_above_min: bool
 
 
 def penalised_loss(ce, penalty, lam: float, replay_fraction: float, only_above_min: bool = False,
-                   lambda_min: float = 0.0):
-    """ce + λ · (1 − r_b) · penalty (`only_above_min`: only when λ > λmin)."""
+                   lambda_min: float = 0.0, scale: float = 1.0):
+    """ce + scale · λ · (1 − r_b) · penalty (`only_above_min`: only when λ > λmin)."""
     if not penalty_applies(lam, only_above_min, lambda_min):
         return ce
-    return ce + lam * (1.0 - replay_fraction) * penalty
+    return ce + scale * lam * (1.0 - replay_fraction) * penalty
 
 
 def target_cross_entropy(model, examples: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int,
@@ -181,11 +198,14 @@ def train_stage(model_path: str, out_dir: str, rows: Sequence[TrainRow], *, prev
                 batch_size: int = 32, grad_accum: int = 1, max_grad_norm: float | None = 1.0,
                 warmup_ratio: float = 0.0, prompt_format: str = "plain", max_prompt_tokens: int = 1024,
                 max_target_tokens: int = 512, shared_prefix: bool = True, seed: int = 0, device: str = "auto",
-                dtype: str = "auto", group_batches: bool = False, data_notes: dict | None = None) -> dict:
+                dtype: str = "auto", group_batches: bool = False, data_notes: dict | None = None,
+                penalty_anchor: str = "zero", penalty_reduction: str = "mean", penalty_scale: float = 1.0) -> dict:
     """Train one stage and write its adapter folder atomically; return a summary
     {steps, micro_batches, final_loss, final_ce, tokens, tokens_per_s, wall_s, rows, replay_rows}.
 
-    `data_notes` (e.g. rehearsal rows left out for an empty label) are written to train_config.json."""
+    `data_notes` (e.g. rehearsal rows left out for an empty label) are written to train_config.json.
+    The penalty is scale · λ · (1 − r_b) · ½ Σ_p reduce((p − p*)²), p* = 0 or (`penalty_anchor="previous"`)
+    the adapter this stage starts from (see `lora_l2_penalty`)."""
     from transformers import get_cosine_schedule_with_warmup
 
     from .models import load_tokenizer
@@ -205,6 +225,10 @@ def train_stage(model_path: str, out_dir: str, rows: Sequence[TrainRow], *, prev
                                      device=device, dtype=dtype)
     dev = next(model.parameters()).device
     model.train()
+    if penalty_anchor not in PENALTY_ANCHORS:
+        raise SersError(f"training: penalty anchor {penalty_anchor!r} is not one of {PENALTY_ANCHORS}")
+    anchor = ({n: p.detach().clone() for n, p in lora_parameters(model)} if penalty_anchor == "previous"
+              else None)
 
     examples = [encode_example(tokenizer, r.full_prompt, r.output, prompt_format, max_prompt_tokens,
                                max_target_tokens) for r in rows]
@@ -236,6 +260,7 @@ def train_stage(model_path: str, out_dir: str, rows: Sequence[TrainRow], *, prev
         "model_path": str(model_path), "prev_adapter": str(prev_adapter) if prev_adapter else None,
         "lam": lam, "lambda_min": lambda_min, "only_above_min": only_above_min,
         "penalty_applies": penalty_applies(lam, only_above_min, lambda_min),
+        "penalty": {"anchor": penalty_anchor, "reduction": penalty_reduction, "scale": penalty_scale},
         "lora_r": lora_r, "lora_alpha": lora_alpha, "lora_dropout": lora_dropout,
         "target_modules_requested": target_modules, "target_modules": targets,
         "lr": lr, "epochs": epochs, "batch_size": batch_size, "grad_accum": grad_accum,
@@ -262,13 +287,13 @@ def train_stage(model_path: str, out_dir: str, rows: Sequence[TrainRow], *, prev
                 sums = {"loss": 0.0, "ce": 0.0, "penalty": 0.0, "lambda_eff": 0.0, "replay_fraction": 0.0}
                 for ep, idx in group:
                     r_b = sum(replay[i] for i in idx) / len(idx)
-                    coeff = penalty_coefficient(lam, r_b, only_above_min, lambda_min)
+                    coeff = penalty_scale * penalty_coefficient(lam, r_b, only_above_min, lambda_min)
                     amp = torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
                     with amp:
                         ce, _ = target_cross_entropy(model, [examples[i] for i in idx], pad_id, shared_prefix,
                                                      [instructions[i] for i in idx])
-                    penalty = lora_l2_penalty(model)
-                    loss = penalised_loss(ce, penalty, lam, r_b, only_above_min, lambda_min)
+                    penalty = lora_l2_penalty(model, anchor, penalty_reduction)
+                    loss = penalised_loss(ce, penalty, lam, r_b, only_above_min, lambda_min, penalty_scale)
                     value = float(loss.detach())
                     if not _finite(value):
                         raise SersError(f"training: loss is {value} at optimiser step {step_no}/{total_steps} "

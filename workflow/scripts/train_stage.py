@@ -35,5 +35,7 @@ with script_context(snakemake.log[0]) as log:
         max_target_tokens=t["max_target_tokens"], shared_prefix=t["shared_prefix"], seed=p.seed,
         device=m["device"], dtype=m["dtype"],
         data_notes={"n_rehearsal_empty_labels": replay.n_empty, "rehearsal_empty_labels": replay.empty_labels},
+        **({"penalty_anchor": p.penalty["anchor"], "penalty_reduction": p.penalty["reduction"],
+            "penalty_scale": p.penalty["scale"]} if snakemake.rule == "train_stage" else {}),
     )
     log.info("trained on %d rows (%d replay), lambda %.4f: %s", len(rows), sum(r.is_replay for r in rows), lam, summary)
