@@ -84,7 +84,15 @@ def pseudo_targets():
 
 # ---- continual-learning stages (METHOD.md §4–6) ----
 PENALTY_METHODS = {"sers", "sers-nose", "sers-icl", "sers-anchor", "sers-sum"}  # λ from the task similarity
-PSEUDO_METHODS = {"ssr", "sers", "sers-noreg", "sers-nose", "sers-icl", "sers-anchor", "sers-sum"}  # rehearse pseudo rows
+PSEUDO_METHODS = {
+    "ssr",
+    "sers",
+    "sers-noreg",
+    "sers-nose",
+    "sers-icl",
+    "sers-anchor",
+    "sers-sum",
+}  # rehearse pseudo rows
 # the penalty's form: (anchor, reduction); λ(W) × similarity.variant_scale for the variants
 PENALTY_VARIANTS = {"sers-anchor": ("previous", "sum"), "sers-sum": ("zero", "sum")}
 NO_EVOLUTION_METHODS = {"ssr", "sers-nose"}  # plain θt labels (SSR's refinement)
