@@ -1,6 +1,7 @@
 import random
+import re
 
-from sers.masking import BLANK, Blank, always_kept, contextual_mask, kept_anyway, ratio_cap
+from sers.masking import BLANK, Blank, always_kept, contextual_mask, kept_anyway, ratio_cap, split_core
 
 
 def test_protected_and_kept_words_are_never_masked():
@@ -89,3 +90,18 @@ def test_qa_rule_puts_question_on_a_new_line_and_other_tasks_collapse_whitespace
 def test_kept_anyway_follows_the_reference_rules():
     assert kept_anyway("Hello,") and kept_anyway("Hello-World")  # str.istitle, punctuation allowed
     assert not kept_anyway("ÉTÉ") and kept_anyway("USA")  # ALL-CAPS means [A-Z]{3,}
+
+
+def test_structure_preserving_masking_keeps_every_non_alphanumeric_character():
+    text = "8, ['a', '9533', '4187', 'v', \"quoted text\", (x-ray), end."
+    skeleton = lambda s: re.sub(r"[\w\s]", "", s)  # noqa: E731  (blanks are underscores, i.e. \w)
+    for seed in range(20):
+        m = contextual_mask(text, random.Random(seed), 0.6, 0.6, keep_punctuation=True)
+        assert skeleton(m.text) == skeleton(text), (seed, m.text)
+        assert all(b.original == split_core(b.original)[1] for b in m.blanks)  # only cores are blanked
+        restored = "".join(p.original if isinstance(p, Blank) else p for p in m.pieces)
+        assert restored == text
+    m = contextual_mask(text, FixedRNG(0.3), keep_punctuation=True)
+    assert "['____', '____', '____', 'v'" in m.text or m.blanks  # the list keeps its quotes and commas
+    assert split_core("['a',") == ("['", "a", "',") and split_core("?") == ("?", "", "")
+    assert split_core("x-ray),") == ("", "x-ray", "),")

@@ -1,6 +1,7 @@
 
 import pytest
 
+from sers.masking import Blank
 from sers.models import load_model, load_tokenizer
 from sers.synthesis import SynthesisSettings, parse_icl_output, plan_jobs, synthesize, text_after_last_output
 
@@ -67,3 +68,17 @@ def test_parsers():
     assert text_after_last_output("Output: a\nOutput:  new input ") == "new input"
     assert parse_icl_output(" my input\nOutput: the answer\n\nInput: more") == ("my input", "the answer")
     assert parse_icl_output("no marker here") is None
+
+
+def test_span_mode_with_structure_preserving_masks_fills_only_the_cores(tiny):
+    import dataclasses
+
+    model, tok = tiny
+    settings = dataclasses.replace(SETTINGS, keep_punctuation=True, mask_low=0.6, mask_high=0.6)
+    seeds = sample_rows("pe")
+    rows = synthesize(model, tok, "pe", seeds, "span", settings, seed=5)
+    for row, job in zip(rows, plan_jobs(seeds, settings, seed=5, task="pe")):
+        fills = iter(row["provenance"]["fills"])
+        rebuilt = "".join(next(fills) if isinstance(p, Blank) else p for p in job.masked.pieces)
+        assert rebuilt.strip() == row["input"]  # no space slipped in next to a quote or bracket
+        assert "['" in row["input"] and "', '" in row["input"]

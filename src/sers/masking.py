@@ -24,6 +24,7 @@ NUMBER = re.compile(r"-?\d+\.?\d*")
 ALL_CAPS = re.compile(r"[A-Z]{3,}")
 MIN_WORDS = 3
 QA_TASK = "qa"
+WORDLIKE = re.compile(r"\w+")
 
 
 def ratio_cap(n_words: int) -> float:
@@ -75,8 +76,17 @@ def kept_indices(words: list[str], rng: random.Random, low: float, high: float) 
     return protected | drawn | {i for i in candidates if kept_anyway(words[i])}, ratio
 
 
+def split_core(word: str) -> tuple[str, str, str]:
+    """(leading punctuation, alphanumeric core, trailing punctuation): `['a',` → ("['", "a", "',")."""
+    m = re.fullmatch(r"(\W*)(\w(?:.*\w)?)?(\W*)", word, flags=re.DOTALL)
+    return (m.group(1), m.group(2) or "", m.group(3)) if m else ("", word, "")
+
+
 def contextual_mask(text: str, rng: random.Random, low: float = 0.2, high: float = 0.6, task: str | None = None,
-                    keep_whitespace: bool = False) -> Masked:
+                    keep_whitespace: bool = False, keep_punctuation: bool = False) -> Masked:
+    """Mask `text` as the reference does; `keep_punctuation` blanks only the alphanumeric runs of a
+    masked word and keeps its quotes, brackets, commas and hyphens in place (`['a',` → `['____',`,
+    `x-ray` → `____-____`), so lists and code-like inputs stay well-formed."""
     words = text.split()
     if len(words) < MIN_WORDS:
         return Masked((text,), 0.0)
@@ -94,6 +104,12 @@ def contextual_mask(text: str, rng: random.Random, low: float = 0.2, high: float
         else:
             pieces.append(s)
 
+    def close_blank() -> None:
+        nonlocal blank_words
+        if blank_words:
+            pieces.append(Blank(" ".join(blank_words), len(blank_words)))
+            blank_words = []
+
     for part in parts:
         if part.isspace():
             if blank_words:
@@ -102,17 +118,21 @@ def contextual_mask(text: str, rng: random.Random, low: float = 0.2, high: float
                 add_text(part)
             continue
         word_index += 1
-        if word_index in kept:
-            if blank_words:
-                pieces.append(Blank(" ".join(blank_words), len(blank_words)))
-                blank_words = []
+        segments = re.findall(r"\w+|\W+", part) if keep_punctuation else [part]
+        if word_index in kept or (keep_punctuation and not any(WORDLIKE.fullmatch(x) for x in segments)):
+            close_blank()
             add_text(pending_space + part)
             pending_space = ""
-        else:
-            blank_words.append(part)
-            pending_space = ""
-    if blank_words:
-        pieces.append(Blank(" ".join(blank_words), len(blank_words)))
+            continue
+        for n, segment in enumerate(segments):
+            if keep_punctuation and not WORDLIKE.fullmatch(segment):  # punctuation stays, and ends a blank
+                close_blank()
+                add_text((pending_space if n == 0 else "") + segment)
+            else:  # a masked word (or its alphanumeric core) joins the running blank
+                blank_words.append(segment)
+            if n == 0:
+                pending_space = ""
+    close_blank()
     if pending_space:
         add_text(pending_space)
     if task == QA_TASK and not keep_whitespace:  # the reference's qa rule: "Question" starts a new line

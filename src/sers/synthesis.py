@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from .data import Row
 from .generation import Sampling, continuation_logprobs, generate
-from .masking import Blank, Masked, contextual_mask
+from .masking import Blank, Masked, contextual_mask, split_core
 from .prompts import encode_plain
 from .sampling import has_small_label_set, subsample
 
@@ -55,6 +55,7 @@ class SynthesisSettings:
     mask_low: float = 0.2
     mask_high: float = 0.6
     keep_whitespace: bool = False
+    keep_punctuation: bool = False
     infill_prompt: str = "reference"
     max_examples: int = 30
     max_seeds: int = 0
@@ -95,7 +96,8 @@ def plan_jobs(seeds: list[Row], settings: SynthesisSettings, seed: int, task: st
     chosen = subsample(seeds, settings.max_seeds, seed)
 
     def mask(text: str) -> Masked:
-        return contextual_mask(text, rng, settings.mask_low, settings.mask_high, task, settings.keep_whitespace)
+        return contextual_mask(text, rng, settings.mask_low, settings.mask_high, task, settings.keep_whitespace,
+                               settings.keep_punctuation)
 
     jobs = []
     for retry in range(settings.retries):
@@ -143,6 +145,15 @@ def _first_words(text: str, n: int) -> str:
     return " ".join(text.split()[:n])
 
 
+def _glued_left(pieces: tuple, c: int) -> bool:
+    """The blank at pieces[c] is attached to the text before it (structure-preserving masking: `['____`)."""
+    return c > 0 and isinstance(pieces[c - 1], str) and bool(pieces[c - 1]) and not pieces[c - 1][-1].isspace()
+
+
+def _attach(left: str, fill: str, glued: bool) -> str:
+    return left + fill if glued else _join(left, fill)
+
+
 def _join(left: str, fill: str) -> str:
     if not fill:
         return left
@@ -183,6 +194,8 @@ def synthesize_span_mode(model, tokenizer, task: str, seeds: list[Row], settings
                         settings.batch_size * k, seed=seed * 7919 + round_no, desc=f"synthesize {task} (span, blank {round_no + 1})")
         candidates = [[_first_words(outs[a * k + c].text, jobs[i].masked.pieces[cursor[i]].n_words)
                        for c in range(k)] for a, i in enumerate(active)]
+        if settings.keep_punctuation:  # a blank holds a word's core; the punctuation around it is kept text
+            candidates = [[split_core(cand)[1] for cand in cands] for cands in candidates]
         # Score every candidate by how likely the next kept words are after it (right context).
         score_prompts, score_conts, owners = [], [], []
         for a, i in enumerate(active):
@@ -192,9 +205,10 @@ def synthesize_span_mode(model, tokenizer, task: str, seeds: list[Row], settings
             if not lookahead:
                 continue
             for c, cand in enumerate(candidates[a]):
-                left = _join(contexts[a], cand)
+                left = _attach(contexts[a], cand, _glued_left(pieces, cursor[i]))
                 score_prompts.append(encode_plain(tokenizer, left))
-                score_conts.append(tokenizer(" " + lookahead, add_special_tokens=False).input_ids)
+                gap = "" if right[:1] and not right[:1].isspace() else " "  # `____',` continues without a space
+                score_conts.append(tokenizer(gap + lookahead, add_special_tokens=False).input_ids)
                 owners.append((a, c))
         scores = {}
         if score_prompts:
@@ -207,13 +221,9 @@ def synthesize_span_mode(model, tokenizer, task: str, seeds: list[Row], settings
             best = max(options, key=lambda c: (scores.get((a, c), 0.0), -c))
             fill = candidates[a][best]
             fills[i].append(fill)
-            texts[i] = _join(texts[i], fill)
+            texts[i] = _attach(texts[i], fill, _glued_left(jobs[i].masked.pieces, cursor[i]))
             cursor[i] += 1
-            if cursor[i] < len(jobs[i].masked.pieces):
-                nxt = jobs[i].masked.pieces[cursor[i]]
-                if isinstance(nxt, str) and texts[i] and not texts[i][-1].isspace() and not nxt[:1].isspace():
-                    texts[i] += " "
-            advance_kept(i)
+            advance_kept(i)  # the kept text after a blank carries its own leading space (or none: `____',`)
         round_no += 1
     rows = []
     for n, job in enumerate(jobs):
