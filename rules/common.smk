@@ -17,6 +17,20 @@ except SersError as _error:
     raise WorkflowError(str(_error)) from None
 
 RUN = f"{config['results_dir']}/{config['run']}"
+
+
+def replicate_orders():
+    """{run order: tasks}: every order once per training replicate — "order1", "order1-rep2", … Replicates
+    differ in their training seeds (data order, LoRA init) and share the pseudo samples and eval rows."""
+    out = {}
+    for order, tasks in config["orders"].items():
+        for r in range(1, config["replicates"] + 1):
+            out[order if r == 1 else f"{order}-rep{r}"] = tasks
+    return out
+
+
+ORDERS = replicate_orders()
+REPLICATE_GROUPS = {o: [k for k in ORDERS if k == o or k.startswith(f"{o}-rep")] for o in config["orders"]}
 PSEUDO = f"{RUN}/pseudo"
 MASK_METHODS = {"sers", "sers-noreg", "sers-nose", "sers-anchor", "sers-sum"}
 ICL_METHODS = {"ssr", "sers-icl"}
@@ -100,12 +114,12 @@ STAGE_DIR = f"{RUN}/{{order}}/{{method}}/stage{{stage}}-{{task}}"
 
 
 def stage_dir(order, method, stage):
-    task = config["orders"][order][int(stage) - 1]
+    task = ORDERS[order][int(stage) - 1]
     return f"{RUN}/{order}/{method}/stage{stage}-{task}"
 
 
 def check_stage(wc):
-    tasks = config["orders"].get(wc.order)
+    tasks = ORDERS.get(wc.order)
     if tasks is None or not 1 <= int(wc.stage) <= len(tasks) or tasks[int(wc.stage) - 1] != wc.task:
         raise WorkflowError(f"no stage {wc.stage} with task {wc.task!r} in order {wc.order!r}")
 
@@ -113,7 +127,7 @@ def check_stage(wc):
 def adapter_path(order, method, stage):
     """Stage 1 trains on task 1 alone with no penalty for every method, so its adapter is shared."""
     if int(stage) == 1:
-        return f"{RUN}/{order}/stage1-{config['orders'][order][0]}/adapter"
+        return f"{RUN}/{order}/stage1-{ORDERS[order][0]}/adapter"
     return f"{stage_dir(order, method, stage)}/adapter"
 
 
@@ -136,7 +150,7 @@ def model_dir_of(order, method, stage):
 def rehearsal_sets(wc):
     """The labelled rehearsal rows of every task before this stage (none for seq)."""
     t = int(wc.stage)
-    earlier = config["orders"][wc.order][: t - 1]
+    earlier = ORDERS[wc.order][: t - 1]
     if wc.method == "replay":
         return [f"{RUN}/real/{task}/rehearsal.jsonl" for task in earlier]
     if wc.method in PSEUDO_METHODS:
@@ -174,7 +188,7 @@ def sequential_methods():
 
 def stage_targets():
     targets = []
-    for order, tasks in config["orders"].items():
+    for order, tasks in ORDERS.items():
         for method in sequential_methods():
             for t in range(1, len(tasks) + 1):
                 d = stage_dir(order, method, t)
@@ -189,18 +203,18 @@ def stage_targets():
 
 
 def mtl_tasks():
-    return list(dict.fromkeys(t for tasks in config["orders"].values() for t in tasks))
+    return list(dict.fromkeys(t for tasks in ORDERS.values() for t in tasks))
 
 
 # ---- evaluation, metrics and the report (METHOD.md §7) ----
 def eval_tasks_at(order, stage):
-    tasks = config["orders"][order]
+    tasks = ORDERS[order]
     return list(tasks) if config["eval"]["all_tasks"] else list(tasks[: int(stage)])
 
 
 def eval_summaries(order, method):
     """Every evaluation summary the metrics of (order, method) need."""
-    tasks = config["orders"][order]
+    tasks = ORDERS[order]
     if method == "mtl":
         return [f"{RUN}/mtl/stage1-all/eval/{t}.json" for t in tasks]
     files = [
@@ -220,11 +234,11 @@ def eval_predictions(order, method):
 
 def comparison_runs():
     """{order: {method: [prediction files]}}: the per-row scores the paired comparisons read."""
-    return {o: {m: eval_predictions(o, m) for m in config["methods"]} for o in config["orders"]}
+    return {o: {m: eval_predictions(o, m) for m in config["methods"]} for o in ORDERS}
 
 
 def metrics_targets():
-    return [f"{RUN}/{order}/{method}/metrics.json" for order in config["orders"] for method in config["methods"]]
+    return [f"{RUN}/{order}/{method}/metrics.json" for order in ORDERS for method in config["methods"]]
 
 
 def evaluated_adapter(wc):
@@ -236,7 +250,7 @@ def summary_inputs(wildcards):
     return {
         "metrics": metrics_targets(),
         "predictions": sorted({f for by_method in runs.values() for files in by_method.values() for f in files}),
-        "matrices": [f"{RUN}/{o}/{m}/matrix.csv" for o in config["orders"] for m in config["methods"]],
+        "matrices": [f"{RUN}/{o}/{m}/matrix.csv" for o in ORDERS for m in config["methods"]],
     }
 
 
@@ -245,7 +259,7 @@ def plot_inputs(wildcards):
     tasks = all_tasks(config)
     sims = [
         f"{stage_dir(o, m, t)}/similarity.json"
-        for o, ts in config["orders"].items()
+        for o, ts in ORDERS.items()
         for m in sequential_methods()
         if m in PENALTY_METHODS
         for t in range(2, len(ts) + 1)
@@ -269,7 +283,7 @@ def report_targets():
 def rehearsal_exports():
     """name -> labelled rehearsal set, for LLaMA-Factory's dataset_info.json."""
     sets = {}
-    for order, tasks in config["orders"].items():
+    for order, tasks in ORDERS.items():
         for method in sequential_methods():
             if method in PSEUDO_METHODS:
                 for t in range(1, len(tasks) + 1):

@@ -43,7 +43,7 @@ rule metrics:
     resources:
         **cpu_resources(mem_mb=2000, runtime=10),
     params:
-        order=lambda wc: config["orders"][wc.order],
+        order=lambda wc: ORDERS[wc.order],
         need_all=config["eval"]["all_tasks"],
         need_base=config["eval"]["base"],
     script:

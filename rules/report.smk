@@ -15,6 +15,7 @@ rule summarize_methods:
         **cpu_resources(mem_mb=2000, runtime=10),
     params:
         runs=comparison_runs(),
+        replicate_groups=REPLICATE_GROUPS,
         stats=config["stats"],
         seed=derive_seed(config["seed"], "bootstrap"),
     script:
@@ -51,7 +52,7 @@ rule plots:
     log:
         f"{RUN}/logs/plots.log",
     params:
-        orders=config["orders"],
+        orders=ORDERS,
         methods=config["methods"],
         tasks=all_tasks(config),
         kinds=pseudo_kinds(),

@@ -76,3 +76,21 @@ def test_run_scores_and_pooled_orders():
                           n_resamples=100)
     assert set(out) == {("o1", "sers"), ("o2", "sers"), ("mean", "sers")}
     assert out[("mean", "sers")]["seq"]["ar"]["diff"] == pytest.approx(1.0)
+
+
+def test_replicates_pool_into_one_row_per_order():
+    from sers.metrics import method_table
+
+    m = lambda ar, bwt: {"ar": ar, "ar_se": 1.0, "bwt": bwt, "bwt_se": 1.0, "fwt": None, "fwt_se": None}  # noqa: E731
+    by_order = {"o1": {"seq": m(50, -10), "sers": m(60, -4)}, "o1-rep2": {"seq": m(54, -6), "sers": m(62, -2)}}
+    table = method_table(by_order, numeric=True, replicate_groups={"o1": ["o1", "o1-rep2"]})
+    row = table[(table["order"] == "o1 (mean of 2 replicates)") & (table["method"] == "seq")].iloc[0]
+    # mean of 50 and 54 = 52; between-replicate SE = std(50, 54; ddof 1) / √2 = 2.828 / 1.414 = 2
+    assert row["ar"] == pytest.approx(52) and row["ar_se"] == pytest.approx(2.0)
+    assert row["bwt"] == pytest.approx(-8) and row["bwt_se"] == pytest.approx(2.0)
+    base = run([10, 20], [30, 30], [1, 2])
+    up = RunScores(ORDER, {t: {k: v + 3 for k, v in c.items()} for t, c in base.final.items()}, base.learnt)
+    out = compare_methods({"o1": {"seq": base, "sers": up}, "o1-rep2": {"seq": base, "sers": up}}, ["seq"],
+                          n_resamples=50, groups={"o1": ["o1", "o1-rep2"]})
+    assert out[("o1 (mean of 2 replicates)", "sers")]["seq"]["n_runs"] == 2
+    assert out[("o1 (mean of 2 replicates)", "sers")]["seq"]["ar"]["diff"] == pytest.approx(3.0)

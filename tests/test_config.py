@@ -20,6 +20,7 @@ from conftest import REPO
     ({"synthesis": {"mask_low": 0.7, "mask_high": 0.5}}, "synthesis.mask_low (0.7) is above synthesis.mask_high"),
     ({"model": {"source": "path"}}, "model.path: required"),
     ({"trainig": {}}, "'trainig' was unexpected"),
+    ({"replicates": 2, "orders": {"o-rep2": ["sa"]}}, "names ending in -rep<N> are reserved for replicates"),
 ])
 def test_invalid_values_name_the_key(config, message):
     with pytest.raises(SersError) as e:

@@ -58,6 +58,19 @@ def test_penalty_variants_are_methods_of_their_own(workflow_dir):
     assert {w["kind"] for r, w in jobs if r == "synthesize"} == {"mask"}
 
 
+def test_replicates_plan_one_pseudo_chain_and_a_stage_chain_each(workflow_dir):
+    one = workflow_dir.planned_jobs("--configfile", "config/tiny.yaml")
+    cfg = workflow_dir.write_config("reps.yaml", {"replicates": 3})
+    three = workflow_dir.planned_jobs("--configfile", "config/tiny.yaml", cfg)
+    count = lambda jobs, rule: sum(r == rule for r, _ in jobs)  # noqa: E731
+    for rule in ("synthesize", "filter_pseudo", "embed_pseudo", "select_pseudo", "real_rehearsal"):
+        assert count(three, rule) == count(one, rule), rule  # the pseudo chain runs once
+    for rule in ("train_first_stage", "train_stage", "label_rehearsal", "task_similarity", "metrics"):
+        assert count(three, rule) == 3 * count(one, rule), rule
+    orders = {w["order"] for r, w in three if r == "train_stage"}
+    assert orders == {"order1", "order1-rep2", "order1-rep3"}
+
+
 def test_changing_one_task_threshold_reruns_exactly_what_it_invalidates(tiny_run):
     """filter[sa] → embed → select → labelled[sa] → every stage after sa's position; nothing else."""
     tiny_run.write_config("sa-threshold.yaml", {"filter": {"tasks": {"sa": {"max_tokens": 399}}}})

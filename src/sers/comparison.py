@@ -149,9 +149,14 @@ MEAN_ORDER = "mean"
 
 
 def compare_methods(runs: Mapping[str, Mapping[str, RunScores]], baselines: Sequence[str], n_resamples: int = 2000,
-                    seed: int = 0, confidence: float = 0.95) -> dict[tuple[str, str], dict[str, dict]]:
+                    seed: int = 0, confidence: float = 0.95, groups: Mapping[str, Sequence[str]] | None = None
+                    ) -> dict[tuple[str, str], dict[str, dict]]:
     """{(order, method): {baseline: paired_comparison}} for every method against every baseline present,
-    per order and, with several orders, pooled over them (order "mean")."""
+    per order, pooled over each group of runs with several members (training replicates of one order,
+    keyed by `group_label(order, n)`) and, with several runs, pooled over all of them (order "mean")."""
+    from .metrics import replicate_label
+
+    groups = {g: list(keys) for g, keys in (groups or {}).items() if len(keys) > 1}
     out: dict[tuple[str, str], dict[str, dict]] = {}
     methods = list(dict.fromkeys(m for by_method in runs.values() for m in by_method))
     for baseline in baselines:
@@ -165,6 +170,12 @@ def compare_methods(runs: Mapping[str, Mapping[str, RunScores]], baselines: Sequ
                     pairs.append(pair)
                     out.setdefault((order, method), {})[baseline] = paired_comparison([pair], n_resamples, seed,
                                                                                       confidence)
+            for group, keys in groups.items():
+                members = [(runs[k][method], runs[k][baseline]) for k in keys
+                           if method in runs.get(k, {}) and baseline in runs.get(k, {})]
+                if members:
+                    out.setdefault((replicate_label(group, len(members)), method), {})[baseline] = \
+                        paired_comparison(members, n_resamples, seed, confidence)
             if len(runs) > 1 and pairs:
                 out.setdefault((MEAN_ORDER, method), {})[baseline] = paired_comparison(pairs, n_resamples, seed,
                                                                                        confidence)

@@ -5,6 +5,7 @@ Errors name the key path (`config: synthesis.top_p: 1.5 is greater than the maxi
 from __future__ import annotations
 
 import copy
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,10 @@ def _check_semantics(config: dict, source: str) -> None:
         repeated = sorted({t for t in order if order.count(t) > 1})
         if repeated:
             raise SersError(f"{source}: orders.{name}: task {repeated[0]!r} appears more than once")
+    if config["replicates"] > 1:
+        for name in config["orders"]:
+            if re.search(r"-rep\d+$", name):
+                raise SersError(f"{source}: orders.{name}: names ending in -rep<N> are reserved for replicates")
     for task in config["tasks"]:
         check_task_name(task, "tasks")
     for task in list(config["filter"]["tasks"]) + list(config["data"]["overrides"]):

@@ -206,8 +206,22 @@ def _pm(value: float | None, se: float | None) -> str:
     return f"{value:.2f}" if _missing(se) else f"{value:.2f} ± {se:.2f}"
 
 
-def method_table(metrics_by_method: Mapping[str, Mapping[str, Mapping[str, Any]]], numeric: bool = False) -> pd.DataFrame:
-    """One row per (order, method), then, when there are several orders, one "mean" row per method.
+def replicate_label(order: str, n: int) -> str:
+    return f"{order} (mean of {n} replicates)"
+
+
+def _between_replicates(group: list[dict[str, Any]], key: str) -> tuple[float | None, float | None]:
+    """Mean over replicates and its between-replicate SE (std / √R)."""
+    vals = [m.get(key) for m in group]
+    if not vals or any(v is None for v in vals):
+        return None, None
+    return float(np.mean(vals)), float(np.std(vals, ddof=1) / math.sqrt(len(vals))) if len(vals) > 1 else None
+
+
+def method_table(metrics_by_method: Mapping[str, Mapping[str, Mapping[str, Any]]], numeric: bool = False,
+                 replicate_groups: Mapping[str, Sequence[str]] | None = None) -> pd.DataFrame:
+    """One row per (order, method), then one row per order with several training replicates (their mean
+    and between-replicate SE), then, when there are several runs, one "mean" row per method.
 
     Input: {order: {method: compute_metrics(...) dict}}. The mean row averages over the orders
     that have that method (SE = sqrt(Σ se²)/k); a metric missing in any of them is None there.
@@ -222,6 +236,15 @@ def method_table(metrics_by_method: Mapping[str, Mapping[str, Mapping[str, Any]]
                 methods.append(method)
             row = {"method": method, "order": order, "n_orders": 1}
             row.update({k: m.get(k) for key in _METRICS for k in (key, f"{key}_se")})
+            rows.append(row)
+    for order, keys in (replicate_groups or {}).items():
+        if len(keys) < 2:
+            continue
+        for method in methods:
+            group = [metrics_by_method[k][method] for k in keys if method in metrics_by_method.get(k, {})]
+            row = {"method": method, "order": replicate_label(order, len(group)), "n_orders": len(group)}
+            for key in _METRICS:
+                row[key], row[f"{key}_se"] = _between_replicates(group, key)
             rows.append(row)
     if len(metrics_by_method) > 1:
         for method in methods:

@@ -18,18 +18,23 @@ with script_context(snakemake.log[0]) as log:
             cells = [(s, rows) for s, rows in cells if s["stage"] > 0]  # θ0 is not a stage
             runs.setdefault(order, {})[method] = run_scores(cells, by_order[order][method]["tasks"])
     s = p.stats
-    comparisons = compare_methods(runs, s["baselines"], s["bootstrap_resamples"], p.seed, s["confidence"])
+    comparisons = compare_methods(runs, s["baselines"], s["bootstrap_resamples"], p.seed, s["confidence"],
+                                  p.replicate_groups)
     write_json(snakemake.output.comparisons, [
         {"order": o, "method": m, "baseline": b, **result}
         for (o, m), by_baseline in comparisons.items() for b, result in by_baseline.items()])
-    numeric = with_comparison_columns(method_table(by_order, numeric=True), comparisons, s["baselines"], True)
+    numeric = with_comparison_columns(method_table(by_order, True, p.replicate_groups), comparisons, s["baselines"],
+                                      True)
     write_table_csv(numeric, snakemake.output.csv)
-    table = to_markdown_table(with_comparison_columns(method_table(by_order), comparisons, s["baselines"]))
+    table = to_markdown_table(with_comparison_columns(method_table(by_order, False, p.replicate_groups), comparisons,
+                                                      s["baselines"]))
     level = round(100 * s["confidence"])
     write_text(snakemake.output.markdown,
                "ROUGE-L (×100) metrics per method; ± is one standard error (BWT's from the per-row differences "
                "a[n][i] − a[i][i]).\n"
                f"Δ columns: method − baseline on the same eval rows, with a {level}% paired bootstrap interval "
                f"({s['bootstrap_resamples']} resamples of the eval rows within each task) and a two-sided p-value; "
-               "'within noise' where the interval contains 0.\n\n" + table + "\n")
+               "'within noise' where the interval contains 0. Rows '(mean of N replicates)' give the mean over "
+               "training replicates ± their between-replicate SE, and Δ pooled over the replicates.\n\n"
+               + table + "\n")
     log.info("\n%s", table)
