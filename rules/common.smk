@@ -273,6 +273,7 @@ def plot_inputs(wildcards):
         "selected": [f"{PSEUDO}/{k}/{t}/selected.jsonl" for k in kinds for t in tasks],
         "rehearsal": list(rehearsal_exports().values()),
         "seeds": [data_file(config, t, "seeds") for t in tasks],
+        "comparisons": f"{RUN}/summary/comparisons.json",
     }
 
 

@@ -42,6 +42,9 @@ rule plots:
             f"{RUN}/summary/plots/similarity.png", category="Task similarity", caption="../report/similarity.rst"
         ),
         funnel=report(f"{RUN}/summary/plots/funnel.png", category="Pseudo samples", caption="../report/funnel.rst"),
+        differences=report(
+            f"{RUN}/summary/plots/differences.png", category="Metrics", caption="../report/differences.rst"
+        ),
         projections=report(
             directory(f"{RUN}/summary/plots/projections"),
             patterns=["{name}.png"],

@@ -183,7 +183,7 @@ def test_report_builds_and_contains_every_plot(tiny_run):
     html = (tiny_run.root / "report.html").read_text(errors="replace")
     plots = tiny_run.root / "results/tiny/summary/plots"
     names = [p.name for p in plots.rglob("*.png")]
-    assert {"funnel.png", "similarity.png", "order1.png", "order1-sers.png", "sa.png"} <= set(names)
+    assert {"funnel.png", "similarity.png", "differences.png", "order1.png", "order1-sers.png", "sa.png"} <= set(names)
     for name in names:
         assert name in html, name
     for category in ("Score matrices", "Forgetting curves", "Task similarity", "Pseudo samples", "Metrics"):

@@ -87,3 +87,44 @@ def test_bad_suffix(tmp_path):
     with pytest.raises(SersError, match="must end in"):
         plot_matrix_heatmap(matrix(), tmp_path / "m.jpg", "x")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_differences_forest_plot(tmp_path):
+    from sers.plots import plot_differences
+
+    comparisons = [
+        {"order": "order1", "method": "sers", "baseline": "seq",
+         "ar": {"diff": 2.0, "ci": [0.5, 3.5], "p": 0.01, "within_noise": False},
+         "bwt": {"diff": -1.0, "ci": [-3.0, 1.0], "p": 0.4, "within_noise": True}},
+        {"order": "order1", "method": "mtl", "baseline": "seq",
+         "ar": {"diff": 5.0, "ci": [4.0, 6.0], "p": 0.001, "within_noise": False}, "bwt": None},
+    ]
+    out = tmp_path / "d.png"
+    plot_differences(comparisons, out)
+    check(out)
+    plot_differences([], tmp_path / "empty.png")
+    check(tmp_path / "empty.png")
+
+
+def test_lambda_axis_spans_its_range(tmp_path):
+    import matplotlib.pyplot as plt
+
+    import sers.plots as plots
+
+    recs = [{"order": "o", "method": "sers", "stage": 2, "task": "b", "W": 0.01, "lambda": 0.2,
+             "lambda_min": 0.15, "lambda_max": 0.6}]
+    seen = {}
+    real_save = plots._save
+
+    def capture(fig, path):
+        seen["ylim"] = fig.axes[1].get_ylim()
+        real_save(fig, path)
+
+    plots._save = capture
+    try:
+        plots.plot_similarity(recs, tmp_path / "s.png")
+    finally:
+        plots._save = real_save
+        plt.close("all")
+    lo, hi = seen["ylim"]
+    assert lo < 0.15 < 0.6 < hi and hi - lo < 0.6

@@ -133,6 +133,15 @@ def plot_similarity(records: Sequence[Mapping[str, Any]], path: str | os.PathLik
             g = g[~g[key].isna()]
             if len(g):
                 ax.plot(g["stage"], g[key], marker="o", label=run)
+        if key == "lambda":  # the axis spans [λmin, λmax], so a reader sees where λ sits in its range
+            lows = [_num(r.get("lambda_min")) for r in records]
+            highs = [_num(r.get("lambda_max")) for r in records]
+            lo, hi = np.nanmin(lows + [np.nan]), np.nanmax(highs + [np.nan])
+            if np.isfinite(lo) and np.isfinite(hi) and hi > lo:
+                pad = 0.05 * (hi - lo)
+                ax.set_ylim(lo - pad, hi + pad)
+                ax.axhline(lo, color="grey", linestyle=":", linewidth=0.8)
+                ax.axhline(hi, color="grey", linestyle=":", linewidth=0.8)
         ax.set_xlabel("stage")
         ax.set_ylabel(label)
         ax.set_title(f"{label} per stage")
@@ -182,9 +191,9 @@ def plot_funnel(funnel: Mapping[str, Mapping[str, Any]], path: str | os.PathLike
                 continue
             x = t + (k - (len(FUNNEL_STEPS) - 1) / 2) * width
             if step == "raw":
-                # Kept rows at the bottom, then one segment per drop reason.
+                # The rows that pass the filters at the bottom, then one segment per drop reason.
                 bottom = float(f["filtered"])
-                bar(x, bottom, 0.0, step_colors["filtered"], "filtered")
+                bar(x, bottom, 0.0, step_colors["raw"], "raw (kept by the filters)")
                 for reason, count in (f.get("dropped_by_reason") or {}).items():
                     bar(x, float(count), bottom, reason_colors[str(reason)], f"dropped: {reason}")
                     bottom += float(count)
@@ -224,4 +233,30 @@ def plot_pseudo_vs_seeds(pseudo_emb: np.ndarray, seed_emb: np.ndarray, path: str
     ax.set_ylabel("PC2")
     ax.set_title(title)
     ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def plot_differences(comparisons: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> None:
+    """Forest plot: every method − baseline in AR and BWT with its paired bootstrap interval.
+
+    Each record: {"order", "method", "baseline", "ar": {"diff", "ci"}, "bwt": {...} or None}."""
+    _format(path)
+    labels = [f"{c['method']} − {c['baseline']} ({c['order']})" for c in comparisons]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.45 * max(len(labels), 2) + 1.4), sharey=True)
+    for ax, key, title in ((axes[0], "ar", "ΔAR"), (axes[1], "bwt", "ΔBWT (positive = forgets less)")):
+        for y, c in enumerate(comparisons):
+            d = c.get(key)
+            if not d:
+                continue
+            lo, hi = d["ci"]
+            color = "#7f7f7f" if d["within_noise"] else ("#55a868" if d["diff"] > 0 else "#c44e52")
+            ax.errorbar(d["diff"], y, xerr=[[d["diff"] - lo], [hi - d["diff"]]], fmt="o", color=color, capsize=3)
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_title(title)
+        ax.set_xlabel("ROUGE-L points (95% paired bootstrap interval)")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(range(len(labels)), labels)
+    axes[0].invert_yaxis()
+    if not labels:
+        axes[0].text(0.5, 0.5, "no baseline among the methods", ha="center", va="center", transform=axes[0].transAxes)
     _save(fig, path)

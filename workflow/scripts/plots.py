@@ -7,7 +7,14 @@ import pandas as pd
 
 from sers.data import read_rows
 from sers.io import read_json, read_jsonl
-from sers.plots import plot_forgetting_curves, plot_funnel, plot_matrix_heatmap, plot_pseudo_vs_seeds, plot_similarity
+from sers.plots import (
+    plot_differences,
+    plot_forgetting_curves,
+    plot_funnel,
+    plot_matrix_heatmap,
+    plot_pseudo_vs_seeds,
+    plot_similarity,
+)
 from sers.selection import embed_texts, embedder_path, load_embedder, text_to_embed
 from sers.workflow import script_context
 
@@ -24,25 +31,30 @@ with script_context(snakemake.log[0]) as log:
             plot_matrix_heatmap(matrix, f"{out.heatmaps}/{order}-{method}.png", f"{order} · {method}: ROUGE-L")
         plot_forgetting_curves({m: df for m, df in by_method.items() if m != "mtl"}, f"{out.curves}/{order}.png")
     plot_similarity([read_json(s) for s in inp.similarity], out.similarity)
+    plot_differences(read_json(inp.comparisons), out.differences)
 
     def rows_of(files, task, kind):
         return [f for f in files if f"/{kind}/{task}/" in f]
 
     funnel = {}
-    evolved = {}
+    evolved: dict = {}  # (kind, task) -> rows re-decoded by self-evolution (sers, or sers-icl for ICL inputs)
     for path in inp.rehearsal:
         rows = read_jsonl(path)
-        if rows and "/sers/" in path:
-            evolved.setdefault(rows[0]["task"], sum(r["evolved"] for r in rows))
-    kind = p.kinds[0] if p.kinds else None
+        for kind, method in (("mask", "/sers/"), ("icl", "/sers-icl/")):
+            if rows and method in path:
+                evolved.setdefault((kind, rows[0]["task"]), sum(r["evolved"] for r in rows))
     encoder = None
+    for kind in p.kinds:  # masked infilling (SERS) and ICL (SSR) each get their funnel
+        for task in p.tasks:
+            f = read_json(rows_of(inp.filter_summaries, task, kind)[0])
+            s = read_json(rows_of(inp.selections, task, kind)[0])
+            funnel[f"{task} ({kind})"] = {"raw": f["raw"], "filtered": f["kept"], "selected": s["n_selected"],
+                                         "evolved": evolved.get((kind, task)),
+                                         "dropped_by_reason": f["dropped_by_reason"]}
+    kind = p.kinds[0] if p.kinds else None
     for task, seeds_path in zip(p.tasks, inp.seeds):
         if kind is None:
             break
-        f = read_json(rows_of(inp.filter_summaries, task, kind)[0])
-        s = read_json(rows_of(inp.selections, task, kind)[0])
-        funnel[f"{task} ({kind})"] = {"raw": f["raw"], "filtered": f["kept"], "selected": s["n_selected"],
-                                     "evolved": evolved.get(task), "dropped_by_reason": f["dropped_by_reason"]}
         selected = read_jsonl(rows_of(inp.selected, task, kind)[0])
         emb = np.load(rows_of(inp.embeddings, task, kind)[0], allow_pickle=False)
         filtered = read_jsonl(str(Path(rows_of(inp.selected, task, kind)[0]).with_name("filtered.jsonl")))
