@@ -39,6 +39,17 @@ def main() -> None:
         lines.append(f"- {method}: " + ", ".join(f"{t} {v:.1f}" for t, v in m["forgetting"].items()))
     lines += ["", "Task similarity (W, λ) per stage:", ""]
     lines += [f"- {s['method']} stage {s['stage']} ({s['task']}): W = {s['W']}, λ = {s['lambda']:.3f}" for s in sims]
+    lines += ["", "Labels θt gave the selected pseudo inputs (rehearsal_summary.json), per method and stage:", ""]
+    for path in sorted(run.glob("order1/*/stage*/rehearsal_summary.json")):
+        summary = json.loads(path.read_text())
+        labels = summary["label_counts"] or f"{summary['n_distinct_labels']} distinct"
+        lines.append(f"- {path.parent.parent.name} {path.parent.name}: {summary['n_rows']} rows, "
+                     f"{summary['n_evolved']} evolved, {summary['n_empty_label']} empty; labels {labels}")
+    lines += ["", "A few selected pseudo rows per task, with the label SERS's θt gave them:", ""]
+    for path in sorted(run.glob("order1/sers/stage*/rehearsal.jsonl")):
+        rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+        for r in rows[:3]:
+            lines.append(f"- `{path.parent.name}`: {r['input'][:160]!r} → {r['output'][:80]!r}")
     out = REPO / f"benchmarks/results/forgetting-{date.today()}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
