@@ -22,6 +22,19 @@ from transformers import DynamicCache
 from .progress import progress
 
 MIN_SHARED_PREFIX = 4  # below this a separate prefix pass costs more than it saves
+# Where `shared_prefix: auto` turns the shared prefix on: measured faster on CPU (SmolLM2, 2 cores:
+# 4.2× training tokens/s, 3.7× evaluation rows/s); on a GPU it measured 0.12× (H100), so off there
+# until a GPU measurement shows otherwise (benchmarks/README.md).
+SHARED_PREFIX_AUTO_DEVICES = frozenset({"cpu"})
+
+
+def resolve_shared_prefix(setting: bool | str, device) -> bool:
+    """`training.shared_prefix` (true, false or "auto") for a model on `device`."""
+    if setting == "auto":
+        return torch.device(device).type in SHARED_PREFIX_AUTO_DEVICES
+    if isinstance(setting, bool):
+        return setting
+    raise ValueError(f"training.shared_prefix: {setting!r} is not true, false or auto")
 
 
 @dataclass(frozen=True)

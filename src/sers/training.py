@@ -41,7 +41,7 @@ import torch.nn.functional as F
 
 from .data import split_instruction
 from .errors import SersError
-from .generation import forward_packed, pack
+from .generation import forward_packed, pack, resolve_shared_prefix
 from .io import atomic_path
 from .progress import progress
 
@@ -197,7 +197,7 @@ def train_stage(model_path: str, out_dir: str, rows: Sequence[TrainRow], *, prev
                 lora_dropout: float = 0.1, target_modules="auto", lr: float = 2e-4, epochs: float = 3,
                 batch_size: int = 32, grad_accum: int = 1, max_grad_norm: float | None = 1.0,
                 warmup_ratio: float = 0.0, prompt_format: str = "plain", max_prompt_tokens: int = 1024,
-                max_target_tokens: int = 512, shared_prefix: bool = True, seed: int = 0, device: str = "auto",
+                max_target_tokens: int = 512, shared_prefix: bool | str = "auto", seed: int = 0, device: str = "auto",
                 dtype: str = "auto", group_batches: bool = False, data_notes: dict | None = None,
                 penalty_anchor: str = "zero", penalty_reduction: str = "mean", penalty_scale: float = 1.0) -> dict:
     """Train one stage and write its adapter folder atomically; return a summary
@@ -224,6 +224,7 @@ def train_stage(model_path: str, out_dir: str, rows: Sequence[TrainRow], *, prev
                                      lora_dropout=lora_dropout, target_modules=target_modules, seed=seed,
                                      device=device, dtype=dtype)
     dev = next(model.parameters()).device
+    shared_prefix = resolve_shared_prefix(shared_prefix, dev)
     model.train()
     if penalty_anchor not in PENALTY_ANCHORS:
         raise SersError(f"training: penalty anchor {penalty_anchor!r} is not one of {PENALTY_ANCHORS}")

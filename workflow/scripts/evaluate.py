@@ -1,6 +1,7 @@
 """Greedy predictions of one model (θ0, a stage's θt, or the multi-task model) on one task's eval rows."""
 from sers.data import read_rows
 from sers.evaluation import eval_sample, evaluate_rows
+from sers.generation import resolve_shared_prefix
 from sers.io import write_json, write_jsonl
 from sers.workflow import load_adapted, load_base, script_context
 
@@ -12,7 +13,8 @@ with script_context(snakemake.log[0]) as log:
         model, tok = load_base(m)
     rows = eval_sample(read_rows(snakemake.input.eval, p.max_line_bytes), e["max_rows"], p.seed)
     predictions, summary = evaluate_rows(model, tok, rows, m["prompt_format"], m["max_prompt_tokens"],
-                                         e["max_new_tokens"], e["batch_size"], p.shared_prefix)
+                                         e["max_new_tokens"], e["batch_size"],
+                                         resolve_shared_prefix(p.shared_prefix, next(model.parameters()).device))
     wc = snakemake.wildcards
     parts = wc.modeldir.split("/")
     if wc.modeldir == "base":

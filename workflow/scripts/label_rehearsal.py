@@ -2,6 +2,7 @@
 import dataclasses
 
 from sers.evolution import EvolutionSettings, label_rows, rehearsal_summary
+from sers.generation import resolve_shared_prefix
 from sers.io import read_jsonl, write_json, write_jsonl
 from sers.workflow import load_adapted, script_context
 
@@ -11,7 +12,8 @@ with script_context(snakemake.log[0]) as log:
     settings = EvolutionSettings(**{k: v for k, v in p.evolution.items() if k in fields})
     model, tok = load_adapted(m, snakemake.input.adapter)
     rows = read_jsonl(snakemake.input.selected)
-    labelled = label_rows(model, tok, rows, settings, m["prompt_format"], m["max_prompt_tokens"], p.shared_prefix)
+    shared = resolve_shared_prefix(p.shared_prefix, next(model.parameters()).device)
+    labelled = label_rows(model, tok, rows, settings, m["prompt_format"], m["max_prompt_tokens"], shared)
     write_jsonl(snakemake.output.rehearsal, labelled)
     summary = rehearsal_summary(labelled)
     write_json(snakemake.output.summary, summary)
