@@ -267,9 +267,9 @@ def test_nan_loss_stops_the_stage(tiny_model_dir, mixed_rows, tmp_path, monkeypa
     calls = {"n": 0}
     real = training.lora_l2_penalty
 
-    def poisoned(model):  # the third micro-batch (optimiser step 3) goes NaN
+    def poisoned(model, *args):  # the third micro-batch (optimiser step 3) goes NaN
         calls["n"] += 1
-        return real(model) * (float("nan") if calls["n"] == 3 else 1.0)
+        return real(model, *args) * (float("nan") if calls["n"] == 3 else 1.0)
 
     monkeypatch.setattr(training, "lora_l2_penalty", poisoned)
     with pytest.raises(SersError, match=r"step 3/4"):
