@@ -6,7 +6,15 @@ import math
 import numpy as np
 import pytest
 
-from sers.comparison import RunScores, compare_methods, format_difference, paired_bwt_se, paired_comparison, run_scores
+from sers.comparison import (
+    RunScores,
+    compare_methods,
+    format_difference,
+    paired_bwt_se,
+    paired_comparison,
+    run_scores,
+    with_comparison_columns,
+)
 from sers.errors import SersError
 
 ORDER = ["A", "B"]
@@ -94,3 +102,19 @@ def test_replicates_pool_into_one_row_per_order():
                           n_resamples=50, groups={"o1": ["o1", "o1-rep2"]})
     assert out[("o1 (mean of 2 replicates)", "sers")]["seq"]["n_runs"] == 2
     assert out[("o1 (mean of 2 replicates)", "sers")]["seq"]["ar"]["diff"] == pytest.approx(3.0)
+
+
+def test_table_gains_the_difference_columns():
+    from sers.metrics import method_table
+
+    m = {"ar": 60.0, "ar_se": 1.0, "bwt": -5.0, "bwt_se": 1.0, "fwt": None, "fwt_se": None}
+    table = method_table({"o1": {"seq": m, "sers": m}})
+    d = {"diff": 1.5, "ci": [0.5, 2.5], "p": 0.01, "within_noise": False}
+    comparisons = {("o1", "sers"): {"seq": {"ar": d, "bwt": None}}}
+    out = with_comparison_columns(table, comparisons, ["seq", "ssr"])
+    assert list(out["ΔAR vs seq [95% CI], p"]) == ["—", "+1.50 [+0.50, +2.50], p 0.01"]
+    assert "ΔAR vs ssr [95% CI], p" not in out  # a baseline that is not among the methods adds no column
+    numeric = with_comparison_columns(method_table({"o1": {"seq": m, "sers": m}}, numeric=True), comparisons,
+                                      ["seq"], numeric=True)
+    lo = list(numeric["d_ar_vs_seq_lo"])
+    assert math.isnan(lo[0]) and lo[1] == 0.5

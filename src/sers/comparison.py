@@ -187,7 +187,7 @@ def with_comparison_columns(table, comparisons: Mapping[tuple[str, str], Mapping
     """`sers.metrics.method_table` plus, per baseline, ΔAR and ΔBWT with their interval and p-value
     (formatted cells, or numeric columns d_ar_vs_<b>, _lo, _hi, _p and the same for BWT)."""
     table = table.copy()
-    keys = list(zip(table["method"], table["order"]))
+    keys = list(zip(table["order"], table["method"]))
     present = [b for b in baselines if any(b in comparisons.get(k, {}) for k in keys)]
     for b in present:
         for metric, label in (("ar", "ΔAR"), ("bwt", "ΔBWT")):
