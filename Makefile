@@ -41,8 +41,9 @@ lint: $(BIN)/.installed
 	$(BIN)/snakefmt --check Snakefile rules
 	$(BIN)/ruff check src workflow tests benchmarks
 
+# Two workers: the tiny DAG's tests on one, the SLURM cluster's and the unit tests on the other.
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup tests
 
 clean-venv:
 	rm -rf $(VENV)
