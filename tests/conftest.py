@@ -77,6 +77,7 @@ def tiny_run(tmp_path_factory) -> Workflow:
     return wf
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
     """Under `pytest -n 2 --dist loadgroup` (make test) the tests that share the tiny DAG run stay on one
     worker (the run is built once), and so do the SLURM cluster tests (one cluster), so the cluster's
