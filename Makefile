@@ -41,9 +41,10 @@ lint: $(BIN)/.installed
 	$(BIN)/snakefmt --check Snakefile rules
 	$(BIN)/ruff check src workflow tests benchmarks
 
-# Two workers: the tiny DAG's tests on one, the SLURM cluster's and the unit tests on the other.
+# Two workers, a test file at a time: test_dag.py (every test of the one tiny DAG run) stays on one
+# worker while the SLURM cluster's waiting and the unit tests run on the other.
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 clean-venv:
 	rm -rf $(VENV)

@@ -76,14 +76,3 @@ def tiny_run(tmp_path_factory) -> Workflow:
     wf.snakemake("--configfile", "config/tiny.yaml")
     return wf
 
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
-def pytest_collection_modifyitems(config, items):
-    """Under `pytest -n 2 --dist loadgroup` (make test) the tests that share the tiny DAG run stay on one
-    worker (the run is built once), and so do the SLURM cluster tests (one cluster), so the cluster's
-    waiting for job states overlaps with the DAG's computing."""
-    for item in items:
-        if "tiny_run" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("tiny_run"))
-        elif item.path.name == "test_slurm_cluster.py":
-            item.add_marker(pytest.mark.xdist_group("slurm"))

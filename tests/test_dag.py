@@ -1,8 +1,17 @@
 """The DAG itself: a real tiny run, the paper preset's plan, and what a changed threshold reruns."""
 import json
+import os
+import signal
+import subprocess
 import time
 
+import pytest
+
 from sers.io import read_jsonl
+
+from conftest import SNAKEMAKE, Workflow
+
+TINY = ("--configfile", "config/tiny.yaml")
 
 PSEUDO_RULES = ("synthesize", "filter_pseudo", "embed_pseudo", "select_pseudo")
 PSEUDO_METHODS = ("ssr", "sers", "sers-noreg", "sers-nose", "sers-icl")
@@ -198,3 +207,51 @@ def test_llamafactory_export_names_files_that_exist(tiny_run):
         data = json.loads((info_path.parent / entry["file_name"]).read_text())
         assert isinstance(data, list) and all({"instruction", "input", "output"} <= set(r) for r in data)
         assert entry["formatting"] == "alpaca"
+
+
+# ---- interrupted runs and determinism (here beside the other tiny_run tests: one worker builds it) ----
+
+KILL_TARGETS = ("results/tiny/pseudo/mask/sa/selected.jsonl", "results/tiny/order1/sers/stage1-sa/rehearsal.jsonl",
+                "results/tiny/order1/seq/metrics.json")
+
+
+def start(wf: Workflow, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([SNAKEMAKE, "--cores", "2", *KILL_TARGETS, *args, *TINY], cwd=wf.root,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def kill_when_started(wf: Workflow, proc: subprocess.Popen, log_dir: str, timeout: float = 240) -> None:
+    """SIGKILL the whole run (Snakemake and its jobs) as soon as a job of the given kind starts."""
+    deadline = time.time() + timeout
+    logs = wf.root / "results/tiny/logs" / log_dir
+    while time.time() < deadline:
+        if logs.exists() and any(p.stat().st_size for p in logs.rglob("*.log")):
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended before a {log_dir} job started")
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    raise AssertionError(f"no {log_dir} job started within {timeout}s")
+
+
+@pytest.mark.slow
+def test_sigkilled_runs_resume_to_the_uninterrupted_result(tiny_run, tmp_path):
+    """Kill during synthesis, training and evaluation; the resumed run equals an uninterrupted one
+    (tiny_run, a separate run: so this is also the byte-identical determinism check on CPU)."""
+    wf = Workflow(tmp_path)
+    for stage in ("synthesize", "train", "eval"):
+        proc = start(wf, "--rerun-incomplete")
+        kill_when_started(wf, proc, stage)
+        subprocess.run([SNAKEMAKE, "--unlock", *TINY], cwd=wf.root, check=True, capture_output=True)
+    wf.snakemake(*KILL_TARGETS, "--rerun-incomplete", *TINY)
+    compared = list(KILL_TARGETS) + ["results/tiny/order1/seq/stage2-pe/eval/pe.jsonl",
+                                     "results/tiny/order1/seq/matrix.csv"]
+    for target in compared:
+        assert (wf.root / target).read_bytes() == (tiny_run.root / target).read_bytes(), target
+    # a killed job leaves no trusted artifact: nothing half-written under a final name
+    for path in (wf.root / "results").rglob("*"):
+        if path.suffix == ".jsonl" and path.is_file():
+            for line in path.read_text().splitlines():
+                json.loads(line)

@@ -1,13 +1,8 @@
 """Bad input, interrupted runs, determinism and safe loading (the "what can go wrong" catalogue)."""
 from __future__ import annotations
 
-import json
-import os
 import re
 import shutil
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +10,7 @@ import pytest
 from sers.errors import SersError
 
 from _tiny import tiny_model_dir  # noqa: F401  (fixture)
-from conftest import REPO, SNAKEMAKE, Workflow
+from conftest import REPO, Workflow
 
 TINY = ("--configfile", "config/tiny.yaml")
 
@@ -129,49 +124,3 @@ def test_no_unsafe_loading_in_the_code():
         assert not re.search(r"^\s*shell:", text, re.MULTILINE), f"{path}: no shell: rules (config never reaches a shell)"
 
 
-# ---- interrupted runs and determinism ----
-
-KILL_TARGETS = ("results/tiny/pseudo/mask/sa/selected.jsonl", "results/tiny/order1/sers/stage1-sa/rehearsal.jsonl",
-                "results/tiny/order1/seq/metrics.json")
-
-
-def start(wf: Workflow, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([SNAKEMAKE, "--cores", "2", *KILL_TARGETS, *args, *TINY], cwd=wf.root,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-
-
-def kill_when_started(wf: Workflow, proc: subprocess.Popen, log_dir: str, timeout: float = 240) -> None:
-    """SIGKILL the whole run (Snakemake and its jobs) as soon as a job of the given kind starts."""
-    deadline = time.time() + timeout
-    logs = wf.root / "results/tiny/logs" / log_dir
-    while time.time() < deadline:
-        if logs.exists() and any(p.stat().st_size for p in logs.rglob("*.log")):
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"the run ended before a {log_dir} job started")
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    raise AssertionError(f"no {log_dir} job started within {timeout}s")
-
-
-@pytest.mark.slow
-def test_sigkilled_runs_resume_to_the_uninterrupted_result(tiny_run, tmp_path):
-    """Kill during synthesis, training and evaluation; the resumed run equals an uninterrupted one
-    (tiny_run, a separate run: so this is also the byte-identical determinism check on CPU)."""
-    wf = Workflow(tmp_path)
-    for stage in ("synthesize", "train", "eval"):
-        proc = start(wf, "--rerun-incomplete")
-        kill_when_started(wf, proc, stage)
-        subprocess.run([SNAKEMAKE, "--unlock", *TINY], cwd=wf.root, check=True, capture_output=True)
-    wf.snakemake(*KILL_TARGETS, "--rerun-incomplete", *TINY)
-    compared = list(KILL_TARGETS) + ["results/tiny/order1/seq/stage2-pe/eval/pe.jsonl",
-                                     "results/tiny/order1/seq/matrix.csv"]
-    for target in compared:
-        assert (wf.root / target).read_bytes() == (tiny_run.root / target).read_bytes(), target
-    # a killed job leaves no trusted artifact: nothing half-written under a final name
-    for path in (wf.root / "results").rglob("*"):
-        if path.suffix == ".jsonl" and path.is_file():
-            for line in path.read_text().splitlines():
-                json.loads(line)
