@@ -82,6 +82,7 @@ def test_paper_preset_switches_are_the_reference_code():
     assert cfg["model"]["prompt_format"] == "llama2"
     s = cfg["synthesis"]
     assert (s["mode"], s["infill_prompt"], s["keep_whitespace"], s["max_seeds"]) == ("prompt", "reference", False, 0)
+    assert s["keep_punctuation"] is False
     assert (s["top_p"], s["temperature"], s["repetition_penalty"]) == (0.6, 0.9, 1.2)
     assert cfg["selection"]["embed_text"] == "full_prompt"
     assert cfg["similarity"]["pooling"] == "sequence" and cfg["similarity"]["only_above_min"] is True
