@@ -71,8 +71,7 @@ def _terms(method: RunScores, baseline: RunScores) -> tuple[list[np.ndarray], li
     return ar, bwt
 
 
-def _bootstrap_means(terms: list[np.ndarray], n_resamples: int, rng: np.random.Generator,
-                     indices: list[np.ndarray]) -> np.ndarray:
+def _bootstrap_means(terms: list[np.ndarray], indices: list[np.ndarray]) -> np.ndarray:
     """[B] resampled values of mean over tasks of mean over rows (rows resampled by `indices`)."""
     return np.mean([t[idx].mean(axis=1) for t, idx in zip(terms, indices)], axis=0)
 
@@ -105,10 +104,10 @@ def paired_comparison(pairs: Sequence[tuple[RunScores, RunScores]], n_resamples:
         # one resample of each task's rows, shared by the AR and BWT terms of that task
         indices = [rng.integers(0, len(t), size=(n_resamples, len(t))) for t in ar]
         ar_points.append(float(np.mean([t.mean() for t in ar])))
-        ar_boots.append(_bootstrap_means(ar, n_resamples, rng, indices))
+        ar_boots.append(_bootstrap_means(ar, indices))
         if bwt is not None:
             bwt_points.append(float(np.mean([t.mean() for t in bwt])))
-            bwt_boots.append(_bootstrap_means(bwt, n_resamples, rng, indices[: len(bwt)]))
+            bwt_boots.append(_bootstrap_means(bwt, indices[: len(bwt)]))
     result = {"n_resamples": n_resamples, "confidence": confidence, "n_runs": len(pairs),
               "ar": _summarise(float(np.mean(ar_points)), np.mean(ar_boots, axis=0), confidence), "bwt": None}
     if len(bwt_points) == len(pairs):
