@@ -14,6 +14,8 @@ text (LLaMA, Mistral) and the formatted text does not already carry it (a chat t
 """
 from __future__ import annotations
 
+import weakref
+
 from .errors import SersError
 
 PROMPT_FORMATS = ("plain", "chat_template", "llama2")
@@ -35,13 +37,24 @@ def check_format(fmt: str) -> str:
     return fmt
 
 
+_BOS_BY_TOKENIZER: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
 def bos_ids(tokenizer) -> list[int]:
-    """[BOS] if the tokenizer puts one before plain text (it "expects" one), else []."""
+    """[BOS] if the tokenizer puts one before plain text (it "expects" one), else []; probed once per
+    tokenizer, since every encoded prompt asks."""
+    try:
+        return list(_BOS_BY_TOKENIZER[tokenizer])
+    except (KeyError, TypeError):
+        pass
     bos = tokenizer.bos_token_id
-    if bos is None:
-        return []
-    probe = tokenizer("a", add_special_tokens=True).input_ids
-    return [bos] if probe and probe[0] == bos else []
+    probe = tokenizer("a", add_special_tokens=True).input_ids if bos is not None else []
+    found = (bos,) if probe and probe[0] == bos else ()
+    try:
+        _BOS_BY_TOKENIZER[tokenizer] = found
+    except TypeError:  # an object that cannot be weakly referenced: probe every time
+        pass
+    return list(found)
 
 
 def with_bos(tokenizer, ids: list[int]) -> list[int]:
