@@ -22,6 +22,14 @@ include: "rules/evaluation.smk"
 include: "rules/report.smk"
 
 
+onstart:
+    # only a real run needs the full data: a dry-run (and --lint, --report) still plans on the sample
+    try:
+        check_data_sizes(config, "config", FULL_DATA_HINT)
+    except SersError as error:
+        raise WorkflowError(str(error)) from None
+
+
 localrules:
     all,
     plots,

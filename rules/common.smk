@@ -6,11 +6,29 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from sers.config import all_tasks, check_data_files, data_file, task_filter_settings, validate_config
+from sers.config import (
+    all_tasks,
+    apply_user_experiment,
+    check_data_files,
+    check_data_sizes,
+    data_file,
+    task_filter_settings,
+    validate_config,
+)
 from sers.errors import SersError
 from sers.seeding import derive_seed
 
+FULL_DATA_HINT = (
+    "Build the full data from a Super-NaturalInstructions checkout with "
+    "`make data SUPERNI=/path/to/natural-instructions OUT=data/ni-c012` and run with "
+    "`--config data.dir=data/ni-c012` (README, 'Full data from SuperNI')."
+)
+
 try:
+    # a user's config files define the experiment whole: no orders or tasks merged in from config.yaml
+    _not_users = apply_user_experiment(config, workflow.config_settings.overwrite_config)
+    if _not_users:
+        logger.info(f"sers: your config files define the experiment; {', '.join(_not_users)} not from config/config.yaml")
     validate_config(config, "config")
     check_data_files(config, "config")
 except SersError as _error:

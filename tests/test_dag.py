@@ -67,6 +67,31 @@ def test_penalty_variants_are_methods_of_their_own(workflow_dir):
     assert {w["kind"] for r, w in jobs if r == "synthesize"} == {"mask"}
 
 
+def test_a_config_file_plans_exactly_its_own_experiment(workflow_dir):
+    """Snakemake merges a --configfile's mappings into config/config.yaml's; the experiment must not be."""
+    cfg = workflow_dir.write_config("mine.yaml", {"tasks": ["sa", "pe"], "orders": {"o1": ["sa", "pe"]}})
+    jobs = workflow_dir.planned_jobs("--configfile", cfg)
+    assert {w["order"] for r, w in jobs if r in ("train_first_stage", "train_stage")} == {"o1"}
+    assert {w["task"] for r, w in jobs if r == "synthesize"} == {"sa", "pe"}  # no `para` from the default
+    assert {w["method"] for r, w in jobs if r == "train_stage"} == {"sers"}  # the schema's, not config.yaml's
+    only_orders = workflow_dir.write_config("orders.yaml", {"orders": {"o2": ["pe", "sa"]}, "methods": ["replay"]})
+    jobs = workflow_dir.planned_jobs("--configfile", only_orders)
+    assert {w["order"] for r, w in jobs if r == "train_stage"} == {"o2"}
+    assert {w["task"] for r, w in jobs if r == "real_rehearsal"} == {"pe"}
+
+
+def test_a_preset_refuses_data_smaller_than_it_asks_for_but_still_plans(workflow_dir):
+    cfg = workflow_dir.write_config("full.yaml", {"data": {"min_rows": {"train": 2000, "eval": 500}}})
+    planned = workflow_dir.planned_jobs("--configfile", "config/tiny.yaml", cfg)
+    assert any(r == "train_stage" for r, _ in planned)
+    proc = workflow_dir.snakemake("--configfile", "config/tiny.yaml", cfg, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "data/ni-c012-sample/sa.train.json has 100 rows, data.min_rows.train asks for 2000" in out
+    assert "make data SUPERNI=" in out
+    assert not (workflow_dir.root / "results").exists()  # refused before any job ran
+
+
 def test_replicates_plan_one_pseudo_chain_and_a_stage_chain_each(workflow_dir):
     one = workflow_dir.planned_jobs("--configfile", "config/tiny.yaml")
     cfg = workflow_dir.write_config("reps.yaml", {"replicates": 3})

@@ -85,6 +85,39 @@ def _check_semantics(config: dict, source: str) -> None:
         raise SersError(f"{source}: model.path: required when model.source is 'path'")
 
 
+EXPERIMENT_KEYS = ("tasks", "orders", "methods")
+
+
+def apply_user_experiment(config: dict, overrides: dict | None) -> list[str]:
+    """Make the user's config files define the experiment (tasks, orders, methods) as a whole.
+
+    Snakemake merges a `--configfile` into the workflow's `config/config.yaml` mapping by mapping, so a
+    file with `orders: {o1: [sa, pe]}` would also run the default's `order1` and synthesise its tasks.
+    When `overrides` (the merged `--configfile`/`--config` values) set `tasks` or `orders`, none of the
+    three keys comes from the default file: what the user left out falls back to the schema default for
+    `methods`, to the orders' tasks for `tasks`, and to one order `order1` of `tasks` for `orders`.
+    (`methods` alone is a list, which Snakemake replaces anyway: the default's tasks stay.)
+    Changes `config` in place; returns the keys that were not the user's (for a log line).
+    """
+    overrides = overrides or {}
+    if "tasks" not in overrides and "orders" not in overrides:
+        return []
+    filled = []
+    for key in EXPERIMENT_KEYS:
+        if key in overrides:
+            config[key] = copy.deepcopy(overrides[key])
+        else:
+            config.pop(key, None)
+            filled.append(key)
+    orders, tasks = config.get("orders"), config.get("tasks")
+    if "tasks" in filled and isinstance(orders, dict):
+        config["tasks"] = list(dict.fromkeys(t for order in orders.values() if isinstance(order, list)
+                                             for t in order))
+    if "orders" in filled and isinstance(tasks, list):
+        config["orders"] = {"order1": list(tasks)}
+    return filled
+
+
 def all_tasks(config: dict) -> list[str]:
     """Tasks in first-seen order over config.tasks and every order."""
     seen: dict[str, None] = dict.fromkeys(config["tasks"])
@@ -106,6 +139,29 @@ def check_data_files(config: dict, source: str = "config") -> None:
         seeds = Path(data_file(config, task, "seeds"))
         if not seeds.is_file():
             raise SersError(f"{source}: task {task!r} is unknown to data.dir {config['data']['dir']!r} (no {seeds.name})")
+
+
+def count_rows(path: str | Path) -> int:
+    """Non-blank lines of a JSON Lines file (its rows; their content is checked where they are read)."""
+    with open(path, "rb") as f:
+        return sum(1 for line in f if line.strip())
+
+
+def check_data_sizes(config: dict, source: str = "config", build_hint: str = "") -> None:
+    """Refuse data files smaller than `data.min_rows` asks (e.g. the paper preset on the shipped sample)."""
+    short = []
+    for split, need in config["data"]["min_rows"].items():
+        if not need:
+            continue
+        for task in all_tasks(config):
+            path = Path(data_file(config, task, split))
+            have = count_rows(path) if path.is_file() else 0
+            if have < need:
+                short.append(f"{path} has {have} rows, data.min_rows.{split} asks for {need}")
+    if short:
+        more = f" (and {len(short) - 3} more)" if len(short) > 3 else ""
+        raise SersError(f"{source}: data.dir {config['data']['dir']!r} is smaller than this experiment needs: "
+                        + "; ".join(short[:3]) + more + ". " + build_hint)
 
 
 def task_filter_settings(config: dict, task: str) -> dict[str, Any]:

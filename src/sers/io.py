@@ -4,17 +4,38 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 
+def remove_leftovers(final: Path) -> list[Path]:
+    """Delete the temporary siblings (`.<name>.<random>.tmp`) a killed earlier write of `final` left behind.
+
+    Only this artifact's own pattern matches, and only one job writes an artifact at a time (Snakemake
+    never runs two jobs with one output), so nothing in use is removed."""
+    pattern = re.compile(rf"^\.{re.escape(final.name)}\.[A-Za-z0-9_]{{8}}\.tmp$")
+    removed = []
+    for entry in final.parent.iterdir() if final.parent.is_dir() else ():
+        if not pattern.match(entry.name):
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, is_dir: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling of `path`; rename it into place only if the block succeeds."""
+    """Yield a temporary sibling of `path`; rename it into place only if the block succeeds.
+    Leftovers of an earlier killed write of `path` are removed first."""
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(final)
     if is_dir:
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     else:
