@@ -33,6 +33,8 @@ onstart:
 localrules:
     all,
     plots,
+    metrics,
+    real_rehearsal,
 
 
 rule all:

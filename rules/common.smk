@@ -1,5 +1,6 @@
 # Validation, paths and input functions shared by every rule. Rules only wire; the logic is in
 # src/sers, and the scripts in workflow/scripts adapt snakemake.input/params/output to it.
+import functools
 import os
 import sys
 from pathlib import Path
@@ -15,7 +16,9 @@ from sers.config import (
     task_filter_settings,
     validate_config,
 )
+from sers.data import read_rows
 from sers.errors import SersError
+from sers.evaluation import eval_sample, sample_digest
 from sers.seeding import derive_seed
 
 FULL_DATA_HINT = (
@@ -28,7 +31,9 @@ try:
     # a user's config files define the experiment whole: no orders or tasks merged in from config.yaml
     _not_users = apply_user_experiment(config, workflow.config_settings.overwrite_config)
     if _not_users:
-        logger.info(f"sers: your config files define the experiment; {', '.join(_not_users)} not from config/config.yaml")
+        logger.info(
+            f"sers: your config files define the experiment; {', '.join(_not_users)} not from config/config.yaml"
+        )
     validate_config(config, "config")
     check_data_files(config, "config")
 except SersError as _error:
@@ -261,6 +266,34 @@ def metrics_targets():
 
 def evaluated_adapter(wc):
     return [] if wc.modeldir == "base" else [f"{RUN}/{wc.modeldir}/adapter"]
+
+
+def model_eval_tasks(modeldir):
+    """The tasks one evaluated model is scored on: θ0 and the multi-task model every task of the
+    orders; a stage's model the tasks seen so far (every task of its order with eval.all_tasks)."""
+    if modeldir in ("base", "mtl/stage1-all"):
+        return mtl_tasks()
+    parts = modeldir.split("/")
+    order, stage = parts[0], parts[-1].removeprefix("stage").partition("-")[0]
+    if order not in ORDERS:
+        raise WorkflowError(f"no order {order!r} for the evaluated model {modeldir!r}")
+    return eval_tasks_at(order, stage)
+
+
+def eval_seed(task):
+    return derive_seed(config["seed"], "eval", task)
+
+
+@functools.cache
+def eval_digest(task):
+    """A digest of the eval prompts `task` is scored on: a parameter of every `evaluate` job, so a file
+    whose prompts (or sampled rows) change reruns the generations, and one whose references alone
+    change reruns only the scoring (the eval files are `ancient` inputs of `evaluate`)."""
+    try:
+        rows = read_rows(data_file(config, task, "eval"), config["data"]["max_line_bytes"])
+    except SersError as error:
+        raise WorkflowError(str(error)) from None
+    return sample_digest(eval_sample(rows, config["eval"]["max_rows"], eval_seed(task)))
 
 
 def summary_inputs(wildcards):

@@ -1,5 +1,8 @@
 # Evaluation of every stage's model on the eval split of the tasks seen so far (all tasks with
 # eval.all_tasks), θ0 on every task (eval.base, the FWT baseline), and the metrics per method.
+# One `evaluate` job per model (one model load) generates for all its tasks; `score_eval` (ROUGE-L
+# of a few hundred rows) writes each task's per-row predictions and summary. On a cluster a model's
+# `evaluate` and its `score_eval` jobs are one group: one SLURM job, one queue wait.
 # {modeldir} is "base", "mtl/stage1-all", "{order}/stage1-{task}" (the shared first stage) or
 # "{order}/{method}/stage{t}-{task}".
 
@@ -13,22 +16,48 @@ rule evaluate:
     input:
         model=model_input(),
         adapter=evaluated_adapter,
+        # ancient: the eval prompts' digests (params) decide when generations are stale, so a file
+        # whose references alone change reruns only `score_eval`
+        eval=lambda wc: [ancient(data_file(config, t, "eval")) for t in model_eval_tasks(wc.modeldir)],
+    output:
+        generations=f"{RUN}/{{modeldir}}/eval_generations.jsonl",
+    log:
+        f"{RUN}/logs/evaluate/{{modeldir}}.log",
+    group:
+        "evaluation"
+    resources:
+        **gpu_resources(mem_mb=32000, runtime=240, cpus=8),
+    params:
+        tasks=lambda wc: model_eval_tasks(wc.modeldir),
+        digests=lambda wc: {t: eval_digest(t) for t in model_eval_tasks(wc.modeldir)},
+        seeds=lambda wc: {t: eval_seed(t) for t in model_eval_tasks(wc.modeldir)},
+        eval=config["eval"],
+        model=model_params(),
+        max_line_bytes=config["data"]["max_line_bytes"],
+        shared_prefix=config["training"]["shared_prefix"],
+    script:
+        "../workflow/scripts/evaluate.py"
+
+
+rule score_eval:
+    input:
+        generations=f"{RUN}/{{modeldir}}/eval_generations.jsonl",
         eval=lambda wc: data_file(config, wc.evaltask, "eval"),
     output:
         predictions=f"{RUN}/{{modeldir}}/eval/{{evaltask}}.jsonl",
         summary=f"{RUN}/{{modeldir}}/eval/{{evaltask}}.json",
     log:
-        f"{RUN}/logs/eval/{{modeldir}}/{{evaltask}}.log",
+        f"{RUN}/logs/score/{{modeldir}}/{{evaltask}}.log",
+    group:
+        "evaluation"
     resources:
-        **gpu_resources(mem_mb=32000, runtime=120, cpus=8),
+        **cpu_resources(mem_mb=2000, runtime=10),
     params:
-        eval=config["eval"],
-        model=model_params(),
+        max_rows=config["eval"]["max_rows"],
+        seed=lambda wc: eval_seed(wc.evaltask),
         max_line_bytes=config["data"]["max_line_bytes"],
-        shared_prefix=config["training"]["shared_prefix"],
-        seed=lambda wc: derive_seed(config["seed"], "eval", wc.evaltask),
     script:
-        "../workflow/scripts/evaluate.py"
+        "../workflow/scripts/score_eval.py"
 
 
 rule metrics:

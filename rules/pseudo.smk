@@ -1,6 +1,7 @@
 # Pseudo-sample pipeline per task (METHOD.md §1–3): seeds → raw → filtered → embeddings → selected.
 # It depends only on θ0 and the task's seeds, so every task runs in parallel, before stage 1.
 # {kind} is "mask" (SERS masked infilling) or "icl" (SSR's 2-shot input+output synthesis).
+# On a cluster the CPU steps of one task's chain (filter → embed → select) are one group: one SLURM job.
 
 
 rule synthesize:
@@ -33,6 +34,8 @@ rule filter_pseudo:
         summary=f"{PSEUDO}/{{kind}}/{{task}}/filter_summary.json",
     log:
         f"{RUN}/logs/filter/{{kind}}-{{task}}.log",
+    group:
+        "pseudo_chain"
     resources:
         **cpu_resources(mem_mb=4000, runtime=30),
     params:
@@ -50,6 +53,8 @@ rule embed_pseudo:
         embeddings=f"{PSEUDO}/{{kind}}/{{task}}/embeddings.npy",
     log:
         f"{RUN}/logs/embed/{{kind}}-{{task}}.log",
+    group:
+        "pseudo_chain"
     resources:
         **cpu_resources(mem_mb=8000, runtime=60, cpus=4),
     params:
@@ -68,6 +73,8 @@ rule select_pseudo:
         summary=f"{PSEUDO}/{{kind}}/{{task}}/selection.json",
     log:
         f"{RUN}/logs/select/{{kind}}-{{task}}.log",
+    group:
+        "pseudo_chain"
     resources:
         **cpu_resources(mem_mb=4000, runtime=30),
     params:

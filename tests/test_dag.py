@@ -55,6 +55,10 @@ def test_paper_preset_plans_every_task_and_method():
     assert sum(r == "train_stage" for r, _ in jobs) == 3 * 7 * 9  # stage 1 is shared by the methods
     assert sum(r == "train_first_stage" for r, _ in jobs) == 3
     assert sum(r == "train_mtl" for r, _ in jobs) == 1
+    # one evaluation job (one model load) per evaluated model: θ0, mtl, 3 shared first stages, 3×7×9 stages
+    evaluated = [w["modeldir"] for r, w in jobs if r == "evaluate"]
+    assert len(evaluated) == len(set(evaluated)) == 2 + 3 + 3 * 7 * 9
+    assert sum(r == "score_eval" for r, _ in jobs) == 10 * len(evaluated)  # eval.all_tasks: every task each
     assert elapsed < 60
 
 
@@ -121,6 +125,37 @@ def test_changing_one_task_threshold_reruns_exactly_what_it_invalidates(tiny_run
     assert not any(r in ("train_mtl", "real_rehearsal", "synthesize", "build_tiny_model") for r, _ in jobs)
     evaluated = {w["modeldir"] for r, w in jobs if r == "evaluate"}
     assert evaluated == {f"order1/{m}/stage2-pe" for m in PSEUDO_METHODS}
+
+
+def _planned_with_eval_file(tiny_run, task, edit):
+    """The plan after `edit` changed rows of `task`'s eval file (in a private copy of the data folder)."""
+    import shutil
+
+    link = tiny_run.root / "data"
+    target = link.resolve()
+    link.unlink()
+    try:
+        shutil.copytree(target, link, copy_function=shutil.copy2)  # same mtimes: nothing else is newer
+        path = link / "ni-c012-sample" / f"{task}.eval.json"
+        rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+        path.write_text("".join(json.dumps(edit(r)) + "\n" for r in rows))
+        return tiny_run.planned_jobs("--configfile", "config/tiny.yaml")
+    finally:
+        shutil.rmtree(link)
+        link.symlink_to(target)
+
+
+def test_one_evaluation_job_per_model_and_a_changed_reference_rescores_only(tiny_run):
+    """References changed: every model scoring `pe` rescores it, nothing regenerates. Prompts changed: the
+    models that answer `pe` regenerate (their prompt digest changed), then rescore."""
+    references = _planned_with_eval_file(tiny_run, "pe", lambda r: {**r, "output": r["output"] + " ."})
+    assert {r for r, _ in references} <= {"score_eval", "metrics", "summarize_methods", "plots", "all"}
+    rescored = {(w["modeldir"], w["evaltask"]) for r, w in references if r == "score_eval"}
+    assert rescored and {t for _, t in rescored} == {"pe"}
+    prompts = _planned_with_eval_file(tiny_run, "pe", lambda r: {**r, "full_prompt": r["full_prompt"] + " ?"})
+    regenerated = [w["modeldir"] for r, w in prompts if r == "evaluate"]
+    assert len(regenerated) == len(set(regenerated)) == len({m for m, _ in rescored})  # one job per model
+    assert {t for r, w in prompts if r == "score_eval" for t in [w["evaltask"]]} == {"sa", "pe"}
 
 
 def _planned_after_removing(tiny_run, relative):

@@ -29,3 +29,18 @@ def test_a_failed_write_leaves_neither_the_artifact_nor_a_temporary(tmp_path):
             (tmp / "weights").write_text("half")
             raise RuntimeError("killed")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_artifacts_get_the_users_usual_permissions_not_the_private_temporary_ones(tmp_path):
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    try:
+        write_json(tmp_path / "a.json", {})
+        with atomic_path(tmp_path / "adapter", is_dir=True) as tmp:
+            (tmp / "w").write_text("x")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "adapter").stat().st_mode) == 0o755

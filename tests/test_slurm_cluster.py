@@ -58,12 +58,16 @@ class WorkflowCase:
     extra_args: list = dataclasses.field(default_factory=list)
     timeout: float = 240
     setup: object = None      # callable(workdir) that prepares the working directory
+    job_counts: dict = dataclasses.field(default_factory=dict)  # SLURM jobs (from sacct) per rule or group
 
 
 PIPELINE_GPU_RULES = {"synthesize", "train_first_stage", "train_stage", "task_similarity", "label_rehearsal",
                       "evaluate"}
-PIPELINE_CPU_RULES = {"build_tiny_model", "filter_pseudo", "embed_pseudo", "select_pseudo", "metrics",
-                      "summarize_methods", "export_llamafactory"}
+# What SLURM runs: a group ("evaluation": a model's `evaluate` + its `score_eval` jobs; "pseudo_chain":
+# one task's filter → embed → select) is one SLURM job, named after the group; `metrics` is local.
+PIPELINE_GROUPS = {"evaluation", "pseudo_chain"}
+PIPELINE_GPU_JOBS = PIPELINE_GPU_RULES - {"evaluate"} | {"evaluation"}
+PIPELINE_CPU_JOBS = {"build_tiny_model", "pseudo_chain", "summarize_methods", "export_llamafactory"}
 
 
 def setup_pipeline(workdir: Path) -> None:
@@ -84,8 +88,10 @@ SLURM_CASES = [
     WorkflowCase(
         id="pipeline",
         snakefile=REPO_ROOT / "Snakefile",
-        slurm_rules=PIPELINE_GPU_RULES | PIPELINE_CPU_RULES,  # `all` and `plots` are local rules
-        gpu_rules=PIPELINE_GPU_RULES,
+        slurm_rules=PIPELINE_GPU_JOBS | PIPELINE_CPU_JOBS,  # `all`, `plots`, `metrics` are local rules
+        gpu_rules=PIPELINE_GPU_JOBS,
+        # two tasks, one method: 2 evaluated models (stage 1, stage 2 of sers), 2 pseudo chains (sa, pe)
+        job_counts={"evaluation": 2, "pseudo_chain": 2, "synthesize": 2},
         extra_args=["--configfile", "config/tiny.yaml", "slurm-case.yaml"],
         timeout=900,
         setup=setup_pipeline,
@@ -190,7 +196,10 @@ def test_profile_runs_workflow_on_slurm(slurm, case, tmp_path):
     # the profile's per-rule SLURM log folders, one log per job (successful logs are kept)
     for r in records:
         assert r["log_file"] is not None, f"no SLURM log for job {r['JobID']}"
-        assert f"/logs/slurm/rule_{r['rule']}/" in str(r["log_file"]), r["log_file"]
+        kind = "group" if r["rule"] in PIPELINE_GROUPS else "rule"
+        assert f"/logs/slurm/{kind}_{r['rule']}/" in str(r["log_file"]), r["log_file"]
+    for name, count in case.job_counts.items():
+        assert sum(r["rule"] == name and r["State"] == "COMPLETED" for r in records) == count, name
 
     if case.id == "toy":
         check_toy_details(records, case, tmp_path)
@@ -257,4 +266,4 @@ def test_paper_preset_plan_requests_gpus_on_exactly_the_gpu_rules():
             (gpu if re.search(r"\bgpu=1\b", line) and "gpu_model=a100" in line else cpu).add(rule)
             rule = None
     assert gpu == PIPELINE_GPU_RULES | {"train_mtl"}
-    assert not gpu & cpu and {"filter_pseudo", "select_pseudo", "metrics", "embed_pseudo"} <= cpu
+    assert not gpu & cpu and {"filter_pseudo", "select_pseudo", "metrics", "embed_pseudo", "score_eval"} <= cpu

@@ -44,6 +44,10 @@ def atomic_path(path: str | os.PathLike, is_dir: bool = False) -> Iterator[Path]
         tmp = Path(name)
     try:
         yield tmp
+        # mkstemp/mkdtemp create 0600/0700; an artifact gets the permissions of any file the user makes
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, (0o777 if is_dir else 0o666) & ~umask)
         if is_dir and final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
