@@ -318,7 +318,11 @@ def test_command_line(superni, tmp_path, capsys):
 
 
 def test_built_two_task_data_runs_the_tiny_dag(superni, tmp_path):
-    """Tasks named by the user, built from SuperNI files, run end to end through the workflow."""
+    """Tasks named by the user, built from SuperNI files, run end to end through the workflow.
+
+    Methods replay and sers between them read every file the config names: seeds (smp001), train,
+    replay (smp01) and eval.
+    """
     data = tmp_path / "built"
     build(superni, data, {"polarity": TWO["sa"], "tail": TWO["pe"]}, seed=2,
           sizes=Sizes(train=24, eval=8, extra=4, smp01=8, smp005=6, smp001=6))
@@ -326,12 +330,20 @@ def test_built_two_task_data_runs_the_tiny_dag(superni, tmp_path):
     wf = Workflow(tmp_path / "wf")
     cfg = yaml.safe_load((REPO / "config/tiny.yaml").read_text())
     cfg.update(run="superni", tasks=["polarity", "tail"], orders={"order1": ["polarity", "tail"]},
-               methods=["seq", "sers"])
+               methods=["replay", "sers"])
     cfg["data"].update(dir=str(data), max_train_rows=8, max_replay_rows=4)
     cfg["filter"] = {"defaults": {"min_tokens": 2}}
     cfg["eval"].update(max_rows=4, base=False, all_tasks=False)
-    wf.snakemake("--configfile", wf.write_config("superni.yaml", cfg), "results/superni/order1/seq/metrics.json",
-                 "results/superni/order1/sers/metrics.json")
-    for method in ("seq", "sers"):
-        metrics = json.loads((wf.root / f"results/superni/order1/{method}/metrics.json").read_text())
-        assert metrics
+    run = wf.root / "results/superni"
+    wf.snakemake(*(f"results/superni/order1/{m}/metrics.json" for m in cfg["methods"]),
+                 "--configfile", wf.write_config("superni.yaml", cfg))
+    for method in cfg["methods"]:
+        metrics = json.loads((run / f"order1/{method}/metrics.json").read_text())
+        assert metrics["tasks"] == ["polarity", "tail"] and metrics["n_tasks"] == 2
+        for task in ("polarity", "tail"):
+            scored = {r["id"] for r in read_jsonl(run / f"order1/{method}/stage2-tail/eval/{task}.jsonl")}
+            assert scored and scored <= set(ids(data / f"{task}.eval.json"))
+    seeds = {r["provenance"]["seed_id"] for r in read_jsonl(run / "pseudo/mask/polarity/raw.jsonl")}
+    assert seeds and seeds <= set(ids(data / "polarity.train.smp001.json"))
+    real = {r["id"] for r in read_jsonl(run / "real/polarity/rehearsal.jsonl")}
+    assert real and real <= set(ids(data / "polarity.train.smp01.json"))
