@@ -275,6 +275,12 @@ def test_existing_folder_is_kept_unless_forced(superni, tmp_path):
     assert [p.name for p in out.iterdir()] == ["mine.txt"]
     build(superni, out, TWO, sizes=SMALL, force=True)
     assert not (out / "mine.txt").exists() and (out / "sa.train.json").exists()
+    (tmp_path / "link").symlink_to(out)
+    with pytest.raises(SersError, match="symbolic link"):
+        build(superni, tmp_path / "link", TWO, sizes=SMALL, force=True)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SersError, match="not a folder"):
+        build(superni, tmp_path / "file", TWO, sizes=SMALL, force=True)
     # An empty folder needs no --force.
     (tmp_path / "empty").mkdir()
     build(superni, tmp_path / "empty", TWO, sizes=SMALL)

@@ -230,6 +230,9 @@ def parse_task_specs(specs: Sequence[str]) -> dict[str, str]:
 
 def _check_out_folder(out: Path, superni_dir: Path, force: bool) -> None:
     """Refuse to replace anything a user may still need."""
+    if out.is_symlink():
+        # Replacing the folder would replace the link, not what it points to: say so instead.
+        raise SersError(f"{out}: is a symbolic link; give the folder it points to")
     if out.exists() and not out.is_dir():
         raise SersError(f"{out}: exists and is not a folder")
     resolved = out.resolve()
