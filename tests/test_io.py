@@ -12,7 +12,7 @@ def test_leftovers_of_a_killed_write_are_removed_when_the_artifact_is_next_writt
     final = tmp_path / "summary.json"
     # what a SIGKILL in the middle of two earlier writes leaves: a temp file and a temp folder
     _, stale_file = tempfile.mkstemp(prefix=".summary.json.", suffix=".tmp", dir=tmp_path)
-    stale_dir = tempfile.mkdtemp(prefix=".summary.json.", suffix=".tmp", dir=tmp_path)
+    tempfile.mkdtemp(prefix=".summary.json.", suffix=".tmp", dir=tmp_path)
     others = [tmp_path / ".other.json.abcd1234.tmp", tmp_path / ".summary.json.notes", tmp_path / "user.tmp"]
     for path in others:
         path.write_text("keep")
