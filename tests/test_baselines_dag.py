@@ -2,10 +2,13 @@
 (one order of two tasks), and what a changed baseline key reruns."""
 import json
 
+import numpy as np
 import pytest
 from safetensors.torch import load_file
 
 from sers.io import read_jsonl
+from sers.seeding import derive_seed
+from sers.selection import select_by_kmeans
 
 from conftest import Workflow
 
@@ -57,6 +60,12 @@ def test_every_baseline_trains_evaluates_and_is_tabled(baselines_run):
     assert all(r["label_source"] == "real" and r["output"] for r in selected)
     summary = json.loads((run / "real-kmeans/sa/selection.json").read_text())
     assert summary["n_clusters"] == 2 and sum(summary["quotas"]) == 4
+    # exactly the pseudo rows' selection, run on the real pool's embeddings with the rule's seed
+    emb = np.load(run / "real-kmeans/sa/embeddings.npy")
+    assert emb.shape[0] == 12 and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-4)
+    chosen, _ = select_by_kmeans(emb, 2, 4, derive_seed(1234, "select", "real", "sa"))
+    pool_rows = read_jsonl(run / "real-kmeans/sa/pool.jsonl")
+    assert [pool_rows[i]["id"] for i in chosen] == [r["id"] for r in selected]
 
 
 @pytest.mark.slow
