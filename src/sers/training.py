@@ -7,7 +7,9 @@ Loss per micro-batch = cross-entropy over the target tokens (mean over the batch
 + λ · (1 − r_b) · ½ Σ_p mean(p²) over the LoRA matrices, r_b = fraction of replay rows in the
 micro-batch (the reference). Research variants: anchor the penalty at the previous stage's adapter
 (p − p_{t−1}) and/or sum each matrix instead of averaging it, with λ multiplied by a user scale.
-`is_replay` is set by the caller from where a row came from.
+`is_replay` is set by the caller from where a row came from. The regularisation / architecture
+baselines (EWC, L2, LwF, O-LoRA: `sers.baselines`) add their own term through `baseline`, logged
+per step as `baseline_term`.
 
 Batching (deterministic given `seed`): every epoch the rows are shuffled with a seeded generator
 and cut into batches that mix tasks and replay rows as in the reference; inside a batch the rows of
