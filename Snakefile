@@ -35,6 +35,7 @@ localrules:
     plots,
     metrics,
     real_rehearsal,
+    real_pool,
 
 
 rule all:

@@ -64,7 +64,7 @@ wildcard_constraints:
     task=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     kind=r"mask|icl",
     order=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
-    method=r"[a-z][a-z-]*",
+    method=r"[a-z][a-z0-9-]*",
     stage=r"\d+",
 
 
@@ -133,6 +133,9 @@ PSEUDO_METHODS = {
 # the penalty's form: (anchor, reduction); λ(W) × similarity.variant_scale for the variants
 PENALTY_VARIANTS = {"sers-anchor": ("previous", "sum"), "sers-sum": ("zero", "sum")}
 NO_EVOLUTION_METHODS = {"ssr", "sers-nose"}  # plain θt labels (SSR's refinement)
+# regularisation / architecture baselines: no rehearsal, a term of their own (config `baselines.<method>`)
+BASELINE_METHODS = {"ewc", "l2", "lwf", "olora"}
+KMEANS_REPLAY_METHODS = {"replay-kmeans"}  # real rows chosen by k-means (SSR's KMeansSel)
 STAGE_DIR = f"{RUN}/{{order}}/{{method}}/stage{{stage}}-{{task}}"
 
 
@@ -176,6 +179,8 @@ def rehearsal_sets(wc):
     earlier = ORDERS[wc.order][: t - 1]
     if wc.method == "replay":
         return [f"{RUN}/real/{task}/rehearsal.jsonl" for task in earlier]
+    if wc.method in KMEANS_REPLAY_METHODS:
+        return [f"{RUN}/real-kmeans/{task}/selected.jsonl" for task in earlier]
     if wc.method in PSEUDO_METHODS:
         return [f"{stage_dir(wc.order, wc.method, j)}/rehearsal.jsonl" for j in range(1, t)]
     return []
@@ -185,6 +190,21 @@ def similarity_input(wc):
     if wc.method in PENALTY_METHODS and int(wc.stage) > 1:
         return [f"{STAGE_DIR}/similarity.json".format(**wc)]
     return []
+
+
+def fisher_input(wc):
+    """EWC: the diagonal Fisher of the previous stage's adapter on the previous task's rows."""
+    t = int(wc.stage)
+    if wc.method == "ewc" and t > 1:
+        return [f"{stage_dir(wc.order, wc.method, t - 1)}/fisher.safetensors"]
+    return []
+
+
+def baseline_params(method):
+    """A baseline's own settings (only its section, so a changed key reruns that method alone)."""
+    if method not in BASELINE_METHODS:
+        return None
+    return {"kind": method, **config["baselines"][method]}
 
 
 def pseudo_kind(method):

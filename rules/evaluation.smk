@@ -8,7 +8,7 @@
 
 
 wildcard_constraints:
-    modeldir=r"base|mtl/stage1-all|[A-Za-z0-9][A-Za-z0-9_.-]*/([a-z][a-z-]*/)?stage\d+-[A-Za-z0-9][A-Za-z0-9_.-]*",
+    modeldir=r"base|mtl/stage1-all|[A-Za-z0-9][A-Za-z0-9_.-]*/([a-z][a-z0-9-]*/)?stage\d+-[A-Za-z0-9][A-Za-z0-9_.-]*",
     evaltask=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
 
 

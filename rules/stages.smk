@@ -21,6 +21,64 @@ rule real_rehearsal:
         "../workflow/scripts/real_rehearsal.py"
 
 
+rule real_pool:
+    input:
+        train=lambda wc: data_file(config, wc.task, "train"),
+    output:
+        pool=f"{RUN}/real-kmeans/{{task}}/pool.jsonl",
+    log:
+        f"{RUN}/logs/real_pool/{{task}}.log",
+    resources:
+        **cpu_resources(mem_mb=2000, runtime=10),
+    params:
+        max_rows=config["data"]["max_train_rows"],
+        max_line_bytes=config["data"]["max_line_bytes"],
+        # the rows the task's stage trains on (same sample, same seed)
+        seed=lambda wc: derive_seed(config["seed"], "train-rows", wc.task),
+    script:
+        "../workflow/scripts/real_pool.py"
+
+
+# replay-kmeans (SSR's KMeansSel): the real rows chosen by the pseudo rows' embed + k-means code
+rule embed_real:
+    input:
+        filtered=rules.real_pool.output.pool,
+    output:
+        embeddings=f"{RUN}/real-kmeans/{{task}}/embeddings.npy",
+    group:
+        "real_chain"
+    log:
+        f"{RUN}/logs/embed_real/{{task}}.log",
+    resources:
+        **cpu_resources(mem_mb=8000, runtime=60, cpus=4),
+    params:
+        embedder=embedder_params(),
+        embed_text=config["selection"]["embed_text"],
+    script:
+        "../workflow/scripts/embed_pseudo.py"
+
+
+rule select_real:
+    input:
+        filtered=rules.real_pool.output.pool,
+        embeddings=rules.embed_real.output.embeddings,
+    output:
+        selected=f"{RUN}/real-kmeans/{{task}}/selected.jsonl",
+        summary=f"{RUN}/real-kmeans/{{task}}/selection.json",
+    group:
+        "real_chain"
+    log:
+        f"{RUN}/logs/select_real/{{task}}.log",
+    resources:
+        **cpu_resources(mem_mb=4000, runtime=30),
+    params:
+        memory=config["data"]["max_replay_rows"],
+        n_clusters=config["selection"]["n_clusters"],
+        seed=lambda wc: derive_seed(config["seed"], "select", "real", wc.task),
+    script:
+        "../workflow/scripts/select_pseudo.py"
+
+
 rule task_similarity:
     input:
         model=model_input(),
@@ -74,6 +132,7 @@ rule train_stage:
         train=lambda wc: data_file(config, wc.task, "train"),
         rehearsal=rehearsal_sets,
         similarity=similarity_input,
+        fisher=fisher_input,
     output:
         adapter=directory(f"{STAGE_DIR}/adapter"),
     log:
@@ -89,11 +148,37 @@ rule train_stage:
         max_train_rows=config["data"]["max_train_rows"],
         max_line_bytes=config["data"]["max_line_bytes"],
         penalty=lambda wc: penalty_params(wc.method),
+        baseline=lambda wc: baseline_params(wc.method),
         # the same seed for every method (batch order, LoRA dropout): methods differ only by design
         seed=lambda wc: derive_seed(config["seed"], "train", wc.order, wc.stage),
         train_seed=lambda wc: derive_seed(config["seed"], "train-rows", wc.task),
     script:
         "../workflow/scripts/train_stage.py"
+
+
+# EWC: after a stage, the diagonal Fisher of its adapter on its task's training rows
+rule fisher:
+    input:
+        model=model_input(),
+        adapter=stage_adapter,
+        train=lambda wc: data_file(config, wc.task, "train"),
+    output:
+        fisher=f"{STAGE_DIR}/fisher.safetensors",
+        summary=f"{STAGE_DIR}/fisher.json",
+    log:
+        f"{RUN}/logs/fisher/{{order}}-{{method}}-stage{{stage}}-{{task}}.log",
+    resources:
+        **gpu_resources(mem_mb=32000, runtime=120, cpus=8),
+    params:
+        fisher_rows=config["baselines"]["ewc"]["fisher_rows"],
+        model=model_params(),
+        max_train_rows=config["data"]["max_train_rows"],
+        max_line_bytes=config["data"]["max_line_bytes"],
+        max_target_tokens=config["training"]["max_target_tokens"],
+        seed=lambda wc: derive_seed(config["seed"], "fisher", wc.task),
+        train_seed=lambda wc: derive_seed(config["seed"], "train-rows", wc.task),
+    script:
+        "../workflow/scripts/fisher.py"
 
 
 rule label_rehearsal:

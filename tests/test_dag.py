@@ -16,6 +16,7 @@ TINY = ("--configfile", "config/tiny.yaml")
 PSEUDO_RULES = ("synthesize", "filter_pseudo", "embed_pseudo", "select_pseudo")
 PSEUDO_METHODS = ("ssr", "sers", "sers-noreg", "sers-nose", "sers-icl")
 ALL_METHODS = ("seq", "replay", "ssr", "sers", "mtl", "sers-noreg", "sers-nose", "sers-icl")
+BASELINE_METHODS = ("replay-kmeans", "ewc", "l2", "lwf", "olora")  # the paper preset plans them too (test_baselines_dag)
 
 
 def test_tiny_run_produces_selected_sets(tiny_run):
@@ -51,13 +52,17 @@ def test_paper_preset_plans_every_task_and_method():
     synth = {(w["kind"], w["task"]) for r, w in jobs if r == "synthesize"}
     assert len(synth) == 20  # 10 tasks × {mask, icl}
     trained = {(w["order"], w["method"]) for r, w in jobs if r == "train_stage"}
-    assert trained == {(o, m) for o in ("order1", "order2", "order3") for m in ALL_METHODS if m != "mtl"}
-    assert sum(r == "train_stage" for r, _ in jobs) == 3 * 7 * 9  # stage 1 is shared by the methods
+    methods = [m for m in ALL_METHODS + BASELINE_METHODS if m != "mtl"]
+    assert trained == {(o, m) for o in ("order1", "order2", "order3") for m in methods}
+    assert sum(r == "train_stage" for r, _ in jobs) == 3 * 12 * 9  # stage 1 is shared by the methods
+    assert sum(r == "fisher" for r, _ in jobs) == 3 * 9  # EWC: after every stage but the last
+    for rule in ("real_pool", "embed_real", "select_real"):  # replay-kmeans: once per task
+        assert sum(r == rule for r, _ in jobs) == 10, rule
     assert sum(r == "train_first_stage" for r, _ in jobs) == 3
     assert sum(r == "train_mtl" for r, _ in jobs) == 1
-    # one evaluation job (one model load) per evaluated model: θ0, mtl, 3 shared first stages, 3×7×9 stages
+    # one evaluation job (one model load) per evaluated model: θ0, mtl, 3 shared first stages, 3×12×9 stages
     evaluated = [w["modeldir"] for r, w in jobs if r == "evaluate"]
-    assert len(evaluated) == len(set(evaluated)) == 2 + 3 + 3 * 7 * 9
+    assert len(evaluated) == len(set(evaluated)) == 2 + 3 + 3 * 12 * 9
     assert sum(r == "score_eval" for r, _ in jobs) == 10 * len(evaluated)  # eval.all_tasks: every task each
     assert elapsed < 60
 

@@ -7,7 +7,9 @@ Loss per micro-batch = cross-entropy over the target tokens (mean over the batch
 + λ · (1 − r_b) · ½ Σ_p mean(p²) over the LoRA matrices, r_b = fraction of replay rows in the
 micro-batch (the reference). Research variants: anchor the penalty at the previous stage's adapter
 (p − p_{t−1}) and/or sum each matrix instead of averaging it, with λ multiplied by a user scale.
-`is_replay` is set by the caller from where a row came from.
+`is_replay` is set by the caller from where a row came from. The regularisation / architecture
+baselines (EWC, L2, LwF, O-LoRA: `sers.baselines`) add their own term through `baseline`, logged
+per step as `baseline_term`.
 
 Batching (deterministic given `seed`): every epoch the rows are shuffled with a seeded generator
 and cut into batches that mix tasks and replay rows as in the reference; inside a batch the rows of
@@ -39,6 +41,16 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from .baselines import (
+    BASELINES,
+    TEACHER,
+    anchored_penalty,
+    distillation_kl,
+    freeze_earlier_blocks,
+    load_olora_model,
+    olora_terms,
+    write_blocks,
+)
 from .data import split_instruction
 from .errors import SersError
 from .generation import forward_packed, pack, resolve_shared_prefix
@@ -105,34 +117,54 @@ def penalised_loss(ce, penalty, lam: float, replay_fraction: float, only_above_m
 
 
 def target_cross_entropy(model, examples: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int,
-                         shared_prefix: bool, groups: Sequence[object] | None = None) -> tuple[torch.Tensor, int]:
+                         shared_prefix: bool, groups: Sequence[object] | None = None,
+                         teacher: str | None = None, temperature: float = 1.0):
     """(mean cross-entropy over all target tokens of the batch, number of target tokens).
 
     `examples` are (prompt ids, target ids). With `groups` (e.g. each row's task instruction) the
     batch runs as one forward per group, so each group's shared prefix is computed once even in a
     batch that mixes tasks; the per-token losses are summed over groups and divided by the batch's
     target-token count, which is exactly the loss (and gradient) of the mixed batch.
+
+    With `teacher` (the name of a frozen second adapter, LwF) the return is (ce, n_tokens, kl): kl =
+    the mean over the same target tokens of KL(teacher ‖ model) at temperature `temperature`.
     """
     keys = list(groups) if groups is not None else [None] * len(examples)
     members: dict[object, list[int]] = {}
     for i, k in enumerate(keys):
         members.setdefault(k, []).append(i)
-    total, n_tokens = None, 0
+    total, kl_total, n_tokens = None, None, 0
     for idx in members.values():
-        part_sum, part_n = _target_ce_sum(model, [examples[i] for i in idx], pad_id, shared_prefix)
+        part = [examples[i] for i in idx]
+        preds, labels = _target_logits(model, part, pad_id, shared_prefix)
+        part_sum = F.cross_entropy(preds, labels, reduction="sum")
         total = part_sum if total is None else total + part_sum
-        n_tokens += part_n
+        n_tokens += len(labels)
+        if teacher is not None:
+            was_training = model.training
+            model.eval()  # peft's per-row adapter selection refuses training mode; the teacher has no dropout
+            with torch.no_grad():
+                t_preds, _ = _target_logits(model, part, pad_id, shared_prefix, adapter=teacher)
+            model.train(was_training)
+            part_kl = distillation_kl(t_preds, preds, temperature)
+            kl_total = part_kl if kl_total is None else kl_total + part_kl
     if n_tokens == 0:
         raise SersError("training: a batch has no target tokens")
+    if teacher is not None:
+        return total / n_tokens, n_tokens, kl_total / n_tokens
     return total / n_tokens, n_tokens
 
 
-def _target_ce_sum(model, examples, pad_id: int, shared_prefix: bool) -> tuple[torch.Tensor, int]:
+def _target_logits(model, examples, pad_id: int, shared_prefix: bool,
+                   adapter: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(float logits predicting each target token [N, V], those target ids [N]) of a batch."""
     seqs = [list(p) + list(t) for p, t in examples]
     # p ≤ min(len) − keep_last ≤ every prompt length − 1, so each target is predicted from the suffix
     keep = min(len(s) for s in seqs) - min(len(p) for p, _ in examples) + 1
     batch = pack(seqs, pad_id, share_prefix=shared_prefix, keep_last=keep)
-    logits, _, _ = forward_packed(model, batch)
+    names = None if adapter is None else [adapter] * len(seqs)
+    logits, _, _ = forward_packed(model, batch, adapter_names=names,
+                                  prefix_adapters=None if adapter is None else [adapter])
     width = batch.suffix.shape[1]
     labels = torch.full((len(seqs), width), IGNORE, dtype=torch.long)
     for r, (_, t) in enumerate(examples):
@@ -140,9 +172,7 @@ def _target_ce_sum(model, examples, pad_id: int, shared_prefix: bool) -> tuple[t
             labels[r, width - len(t):] = torch.as_tensor(list(t), dtype=torch.long)
     labels = labels[:, 1:].to(logits.device)
     keep_pos = labels != IGNORE
-    n_tokens = int(keep_pos.sum())
-    preds = logits[:, :-1][keep_pos].float()
-    return F.cross_entropy(preds, labels[keep_pos], reduction="sum"), n_tokens
+    return logits[:, :-1][keep_pos].float(), labels[keep_pos]
 
 
 def epoch_batches(prompts: Sequence[Sequence[int]], batch_size: int, generator: torch.Generator,
@@ -188,6 +218,32 @@ def load_lora_model(model_path: str, prev_adapter: str | None, *, lora_r: int, l
     return model, targets
 
 
+def _load_fisher(path: str, names: list[str]) -> dict[str, torch.Tensor]:
+    """The previous stage's diagonal Fisher (`fisher` rule), keyed like the trainable LoRA parameters."""
+    from safetensors.torch import load_file
+
+    fisher = load_file(str(path))
+    if set(fisher) != set(names):
+        missing, extra = sorted(set(names) - set(fisher)), sorted(set(fisher) - set(names))
+        raise SersError(f"training: the Fisher {path} does not match the adapter (missing {missing[:3]}, "
+                        f"unexpected {extra[:3]})")
+    return fisher
+
+
+def _baseline_term(kind, baseline, params, reference, fisher, kl, frozen_rank):
+    """The baseline's regularisation term of one micro-batch (None without a baseline)."""
+    if kind == "ewc":
+        return baseline["lambda"] * anchored_penalty(params, reference, fisher)
+    if kind == "l2":
+        return baseline["lambda"] * anchored_penalty(params, reference)
+    if kind == "lwf":
+        return baseline["lambda"] * kl
+    if kind == "olora":
+        orth, norm = olora_terms(params, frozen_rank, baseline["orthogonal_matrix"])
+        return baseline["lambda1"] * orth + baseline["lambda2"] * norm
+    return None
+
+
 def _finite(x: float) -> bool:
     return math.isfinite(x)
 
@@ -199,13 +255,18 @@ def train_stage(model_path: str, out_dir: str, rows: Sequence[TrainRow], *, prev
                 warmup_ratio: float = 0.0, prompt_format: str = "plain", max_prompt_tokens: int = 1024,
                 max_target_tokens: int = 512, shared_prefix: bool | str = "auto", seed: int = 0, device: str = "auto",
                 dtype: str = "auto", group_batches: bool = False, data_notes: dict | None = None,
-                penalty_anchor: str = "zero", penalty_reduction: str = "mean", penalty_scale: float = 1.0) -> dict:
+                penalty_anchor: str = "zero", penalty_reduction: str = "mean", penalty_scale: float = 1.0,
+                baseline: dict | None = None) -> dict:
     """Train one stage and write its adapter folder atomically; return a summary
     {steps, micro_batches, final_loss, final_ce, tokens, tokens_per_s, wall_s, rows, replay_rows}.
 
     `data_notes` (e.g. rehearsal rows left out for an empty label) are written to train_config.json.
     The penalty is scale · λ · (1 − r_b) · ½ Σ_p reduce((p − p*)²), p* = 0 or (`penalty_anchor="previous"`)
-    the adapter this stage starts from (see `lora_l2_penalty`)."""
+    the adapter this stage starts from (see `lora_l2_penalty`).
+
+    `baseline` adds a regularisation baseline's term (`sers.baselines`): {"kind": "ewc", "lambda",
+    "fisher": path}, {"kind": "l2", "lambda"}, {"kind": "lwf", "lambda", "temperature"} or
+    {"kind": "olora", "lambda1", "lambda2", "orthogonal_matrix"}; each needs `prev_adapter`."""
     from transformers import get_cosine_schedule_with_warmup
 
     from .models import load_tokenizer
@@ -217,12 +278,27 @@ def train_stage(model_path: str, out_dir: str, rows: Sequence[TrainRow], *, prev
         raise SersError(f"training: batch_size and grad_accum must be ≥ 1 (got {batch_size}, {grad_accum})")
     if not epochs > 0:
         raise SersError(f"training: epochs must be > 0 (got {epochs})")
+    kind = (baseline or {}).get("kind")
+    if kind is not None and kind not in BASELINES:
+        raise SersError(f"training: baseline {kind!r} is not one of {BASELINES}")
+    if kind is not None and not prev_adapter:
+        raise SersError(f"training: the {kind} baseline needs the previous stage's adapter")
     t0 = time.time()
     tokenizer = load_tokenizer(model_path)
     pad_id = tokenizer.pad_token_id
-    model, targets = load_lora_model(model_path, prev_adapter, lora_r=lora_r, lora_alpha=lora_alpha,
-                                     lora_dropout=lora_dropout, target_modules=target_modules, seed=seed,
-                                     device=device, dtype=dtype)
+    lora_kwargs = dict(lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=target_modules,
+                       seed=seed, device=device, dtype=dtype)
+    blocks = None
+    if kind == "olora":  # the previous stack plus a fresh block, one adapter of rank r·t
+        model, targets, blocks = load_olora_model(model_path, prev_adapter, **lora_kwargs)
+    else:
+        model, targets = load_lora_model(model_path, prev_adapter, **lora_kwargs)
+    if kind == "lwf":  # the previous model: the same base with the previous adapter, frozen
+        model.load_adapter(prev_adapter, adapter_name=TEACHER, is_trainable=False)
+        model.set_adapter("default")
+        for name, p in model.named_parameters():
+            if f".{TEACHER}." in name:
+                p.requires_grad_(False)
     dev = next(model.parameters()).device
     shared_prefix = resolve_shared_prefix(shared_prefix, dev)
     model.train()
@@ -230,6 +306,12 @@ def train_stage(model_path: str, out_dir: str, rows: Sequence[TrainRow], *, prev
         raise SersError(f"training: penalty anchor {penalty_anchor!r} is not one of {PENALTY_ANCHORS}")
     anchor = ({n: p.detach().clone() for n, p in lora_parameters(model)} if penalty_anchor == "previous"
               else None)
+    trainable_lora = lora_parameters(model)
+    reference = {n: p.detach().clone() for n, p in trainable_lora} if kind in ("ewc", "l2") else None
+    fisher = _load_fisher(baseline["fisher"], [n for n, _ in trainable_lora]) if kind == "ewc" else None
+    frozen_rank = blocks[-1][0] if blocks else 0
+    if kind == "olora":
+        freeze_earlier_blocks(trainable_lora, frozen_rank)
 
     examples = [encode_example(tokenizer, r.full_prompt, r.output, prompt_format, max_prompt_tokens,
                                max_target_tokens) for r in rows]
@@ -276,6 +358,7 @@ def train_stage(model_path: str, out_dir: str, rows: Sequence[TrainRow], *, prev
                      "batches shuffled") if group_batches else "seeded shuffle per epoch",
         "n_rows": len(rows), "n_replay_rows": sum(replay), "n_new_rows": len(rows) - sum(replay),
         "data_notes": data_notes or {},
+        "baseline": {**baseline, **({"blocks": blocks} if blocks else {})} if baseline else None,
     }
 
     tokens = 0
@@ -285,16 +368,26 @@ def train_stage(model_path: str, out_dir: str, rows: Sequence[TrainRow], *, prev
         with open(tmp / "loss.jsonl", "w", encoding="utf-8") as log:
             for step_no, group in enumerate(progress(steps, desc="train", unit="step"), start=1):
                 optimizer.zero_grad(set_to_none=True)
-                sums = {"loss": 0.0, "ce": 0.0, "penalty": 0.0, "lambda_eff": 0.0, "replay_fraction": 0.0}
+                sums = {"loss": 0.0, "ce": 0.0, "penalty": 0.0, "lambda_eff": 0.0, "replay_fraction": 0.0,
+                        "baseline_term": 0.0}
                 for ep, idx in group:
                     r_b = sum(replay[i] for i in idx) / len(idx)
                     coeff = penalty_scale * penalty_coefficient(lam, r_b, only_above_min, lambda_min)
                     amp = torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
+                    kl = None
                     with amp:
-                        ce, _ = target_cross_entropy(model, [examples[i] for i in idx], pad_id, shared_prefix,
-                                                     [instructions[i] for i in idx])
+                        batch_args = (model, [examples[i] for i in idx], pad_id, shared_prefix,
+                                      [instructions[i] for i in idx])
+                        if kind == "lwf":
+                            ce, _, kl = target_cross_entropy(*batch_args, teacher=TEACHER,
+                                                             temperature=baseline["temperature"])
+                        else:
+                            ce, _ = target_cross_entropy(*batch_args)
                     penalty = lora_l2_penalty(model, anchor, penalty_reduction)
                     loss = penalised_loss(ce, penalty, lam, r_b, only_above_min, lambda_min, penalty_scale)
+                    extra = _baseline_term(kind, baseline, trainable_lora, reference, fisher, kl, frozen_rank)
+                    if extra is not None:
+                        loss = loss + extra
                     value = float(loss.detach())
                     if not _finite(value):
                         raise SersError(f"training: loss is {value} at optimiser step {step_no}/{total_steps} "
@@ -303,7 +396,8 @@ def train_stage(model_path: str, out_dir: str, rows: Sequence[TrainRow], *, prev
                     done_micro += 1
                     tokens += sum(len(examples[i][0]) + len(examples[i][1]) for i in idx)
                     for k, v in (("loss", value), ("ce", float(ce.detach())), ("penalty", float(penalty.detach())),
-                                 ("lambda_eff", coeff), ("replay_fraction", r_b)):
+                                 ("lambda_eff", coeff), ("replay_fraction", r_b),
+                                 ("baseline_term", 0.0 if extra is None else float(extra.detach()))):
                         sums[k] += v / len(group)
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
                 if not _finite(grad_norm):
@@ -316,7 +410,9 @@ def train_stage(model_path: str, out_dir: str, rows: Sequence[TrainRow], *, prev
                         "grad_norm": grad_norm}
                 log.write(json.dumps(last) + "\n")
                 log.flush()
-        model.save_pretrained(str(tmp), safe_serialization=True)
+        model.save_pretrained(str(tmp), safe_serialization=True, selected_adapters=["default"])
+        if blocks:
+            write_blocks(tmp, blocks, lora_r)
         (tmp / "README.md").unlink(missing_ok=True)  # peft's model card template: nothing of ours
         wall = time.time() - t0
         summary = {"steps": total_steps, "micro_batches": len(micro), "final_loss": last.get("loss"),
@@ -324,4 +420,43 @@ def train_stage(model_path: str, out_dir: str, rows: Sequence[TrainRow], *, prev
                    "wall_s": wall, "rows": len(rows), "replay_rows": sum(replay)}
         (tmp / "train_config.json").write_text(json.dumps({**settings, "summary": summary}, indent=2) + "\n",
                                                encoding="utf-8")
+    return summary
+
+
+def estimate_fisher(model_path: str, adapter: str, rows: Sequence[TrainRow], out_path: str, *,
+                    prompt_format: str = "plain", max_prompt_tokens: int = 1024, max_target_tokens: int = 512,
+                    device: str = "auto", dtype: str = "auto", notes: dict | None = None) -> dict:
+    """The diagonal Fisher of `adapter`'s LoRA matrices on `rows` (EWC, as SSR's `sftreg`): batch 1,
+    dropout off, F = mean over rows of the squared gradient of the row's mean target-token CE.
+
+    Writes `out_path` (safetensors, keyed like the trainable parameters of a stage that loads this
+    adapter) and a json beside it (rows used, settings, Σ F per matrix); returns that json."""
+    from peft import PeftModel
+    from safetensors.torch import save_file
+
+    from .baselines import diagonal_fisher
+    from .models import load_model, load_tokenizer
+    from .prompts import encode_example
+
+    if not rows:
+        raise SersError("training: the Fisher needs at least one row")
+    t0 = time.time()
+    tokenizer = load_tokenizer(model_path)
+    model = PeftModel.from_pretrained(load_model(model_path, device=device, dtype=dtype), adapter, is_trainable=True)
+    model.eval()
+    params = lora_parameters(model)
+    examples = [encode_example(tokenizer, r.full_prompt, r.output, prompt_format, max_prompt_tokens,
+                               max_target_tokens) for r in rows]
+    pad_id = tokenizer.pad_token_id
+    fisher, n_rows = diagonal_fisher(
+        params, (lambda ex=ex: target_cross_entropy(model, [ex], pad_id, False)[0] for ex in examples))
+    summary = {"adapter": str(adapter), "n_rows": n_rows, "estimator": "mean over rows (batch 1, dropout off) of "
+               "the squared gradient of the row's mean target-token cross-entropy", "prompt_format": prompt_format,
+               "max_prompt_tokens": max_prompt_tokens, "max_target_tokens": max_target_tokens,
+               "n_matrices": len(fisher), "sum": float(sum(f.sum() for f in fisher.values())),
+               "max": float(max(f.max() for f in fisher.values())), "wall_s": time.time() - t0, **(notes or {})}
+    with atomic_path(out_path) as tmp:
+        save_file({n: f.contiguous().cpu() for n, f in fisher.items()}, str(tmp))
+    with atomic_path(str(Path(out_path).with_suffix(".json"))) as tmp:
+        Path(tmp).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary

@@ -25,6 +25,9 @@ with script_context(snakemake.log[0]) as log:
                     replay.empty_labels)
     rows += [TrainRow(r["full_prompt"], r["output"], True) for r in replay.rows]
     lam = read_json(similarity[0])["lambda"] if similarity else 0.0
+    baseline = p.baseline if snakemake.rule == "train_stage" else None
+    if baseline and baseline["kind"] == "ewc":  # the previous task's Fisher (the `fisher` rule)
+        baseline = {**baseline, "fisher": inputs.fisher[0]}
     summary = train_stage(
         m["path"], snakemake.output.adapter, rows, prev_adapter=previous, lam=lam,
         lambda_min=p.similarity["lambda_min"], only_above_min=p.similarity["only_above_min"],
@@ -36,6 +39,6 @@ with script_context(snakemake.log[0]) as log:
         device=m["device"], dtype=m["dtype"],
         data_notes={"n_rehearsal_empty_labels": replay.n_empty, "rehearsal_empty_labels": replay.empty_labels},
         **({"penalty_anchor": p.penalty["anchor"], "penalty_reduction": p.penalty["reduction"],
-            "penalty_scale": p.penalty["scale"]} if snakemake.rule == "train_stage" else {}),
+            "penalty_scale": p.penalty["scale"], "baseline": baseline} if snakemake.rule == "train_stage" else {}),
     )
     log.info("trained on %d rows (%d replay), lambda %.4f: %s", len(rows), sum(r.is_replay for r in rows), lam, summary)

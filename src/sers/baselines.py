@@ -1,0 +1,219 @@
+"""Regularisation and architecture baselines of the papers' tables (EWC, L2, LwF, O-LoRA).
+
+Each is a term added to the stage's cross-entropy; `sers.training.train_stage` adds it when a
+`baseline` dict names one. All terms are sums over the trainable LoRA matrices (the base is frozen).
+
+- `ewc`   (Kirkpatrick et al. 2017, as the SSR code's `sftreg` releases it):
+  λ · Σ_p F_p · (p − p*)², p* = the previous stage's adapter, F = the diagonal Fisher of the
+  previous task only (per task, not accumulated: SSR's `sftreg` recomputes `fisher.pt` from zeros
+  after every stage on that stage's task and the next stage loads only that file), estimated as the
+  mean over rows (batch 1, dropout off) of the squared gradient of the row's mean target-token CE.
+- `l2`    (SSR's `sftreg`): λ · Σ_p (p − p*)² (no ½; SSR's `reg_p · Σ (p − p*)²`).
+- `lwf`   (Li & Hoiem 2016): λ · KL(p_prev^T ‖ p_cur^T) of the next-token distributions at the
+  current task's target (response) positions, mean over target tokens, softened by a temperature T
+  (no T² factor: Li & Hoiem's λ_o · L_old). The previous model is the same base with the previous
+  adapter loaded a second time, frozen (one copy of the base weights).
+- `olora` (Wang et al. 2023): a new rank-r LoRA per task, earlier ones frozen and summed in, and
+  λ1 · Σ_{j<t} ‖M_j M_tᵀ‖²_F + λ2 · ‖θ_t‖² (sums of squares). Σ_j B_j A_j is one LoRA of rank r·t
+  (A = [A_1; …; A_t] stacked, B = [B_1 … B_t]) and alpha·t keeps the scaling alpha/r, so every stage
+  saves a standard peft adapter (the stack) and `olora_blocks.json` with the block boundaries. In
+  training the stack is one adapter whose earlier blocks' gradients are zeroed (with AdamW and weight
+  decay 0 a parameter whose gradient is always 0 never moves).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable
+
+import torch
+import torch.nn.functional as F
+
+from .errors import SersError
+
+BASELINES = ("ewc", "l2", "lwf", "olora")
+OLORA_MATRICES = ("lora_A", "lora_B")
+OLORA_BLOCKS = "olora_blocks.json"
+TEACHER = "previous"  # the frozen adapter name LwF loads the previous stage under
+
+
+def anchored_penalty(params: Iterable[tuple[str, torch.Tensor]], anchor: dict[str, torch.Tensor],
+                     weights: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """Σ_p w_p · (p − p*)² over `params` (w = 1 without `weights`): L2 (weights None) and EWC (w = F)."""
+    terms = []
+    for name, p in params:
+        if name not in anchor:
+            raise SersError(f"baselines: no anchor for {name}")
+        sq = (p.float() - anchor[name].to(p.device, torch.float32)).pow(2)
+        if weights is not None:
+            if name not in weights:
+                raise SersError(f"baselines: the Fisher has no entry for {name}")
+            sq = weights[name].to(p.device, torch.float32) * sq
+        terms.append(sq.sum())
+    if not terms:
+        raise SersError("baselines: no trainable LoRA parameters to regularise")
+    return torch.stack(terms).sum()
+
+
+def diagonal_fisher(params: list[tuple[str, torch.Tensor]], row_losses: Iterable[callable]) -> tuple[dict, int]:
+    """Mean over rows of the squared gradient of each row's loss, per parameter (the diagonal Fisher).
+
+    `row_losses` yields one zero-argument callable per row returning that row's scalar loss (SSR:
+    batch 1, the row's mean target-token CE). Returns ({name: F}, number of rows).
+    """
+    fisher = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params}
+    n_rows = 0
+    for loss_fn in row_losses:
+        for _, p in params:
+            p.grad = None
+        loss_fn().backward()
+        for n, p in params:
+            if p.grad is not None:
+                fisher[n] += p.grad.detach().float().pow(2)
+        n_rows += 1
+    if n_rows == 0:
+        raise SersError("baselines: the Fisher needs at least one row")
+    for _, p in params:
+        p.grad = None
+    return {n: f / n_rows for n, f in fisher.items()}, n_rows
+
+
+def distillation_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Σ over positions of KL(softmax(z_teacher/T) ‖ softmax(z_student/T)); logits are [N, V]."""
+    if temperature <= 0:
+        raise SersError(f"baselines: temperature must be > 0 (got {temperature})")
+    log_p = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    log_q = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    return (log_p.exp() * (log_p - log_q)).sum()
+
+
+def orthogonality(previous: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+    """‖previous · newᵀ‖²_F: previous = the earlier blocks stacked (rows), new = this task's block.
+
+    With previous = [M_1; …; M_{t−1}], this is Σ_{j<t} ‖M_j M_tᵀ‖²_F (a Frobenius norm squared of a
+    stacked product is the sum over its blocks)."""
+    if previous.shape[-1] != new.shape[-1]:
+        raise SersError(f"baselines: orthogonality of {tuple(previous.shape)} and {tuple(new.shape)}")
+    return (previous.float() @ new.float().T).pow(2).sum()
+
+
+# ---- O-LoRA: the stack of per-task blocks as one peft adapter ----
+
+def read_blocks(adapter_dir: str | Path, rank: int) -> list[list[int]]:
+    """The [start, end) rank blocks of a saved stack; an adapter without the file is one block."""
+    path = Path(adapter_dir) / OLORA_BLOCKS
+    if path.is_file():
+        blocks = json.loads(path.read_text(encoding="utf-8"))["blocks"]
+    else:
+        blocks = [[0, rank]]
+    if blocks[-1][1] != rank or any(b[0] != a[1] for a, b in zip(blocks, blocks[1:])) or blocks[0][0] != 0:
+        raise SersError(f"baselines: {path}: blocks {blocks} do not tile the adapter's rank {rank}")
+    return blocks
+
+
+def stack_state(blocks_state: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """One LoRA state dict from per-block state dicts (same keys): lora_A rows stacked, lora_B columns."""
+    out = {}
+    for key in blocks_state[0]:
+        parts = [s[key] for s in blocks_state]
+        if "lora_A" in key:
+            out[key] = torch.cat(parts, dim=0)
+        elif "lora_B" in key:
+            out[key] = torch.cat(parts, dim=1)
+        else:
+            raise SersError(f"baselines: cannot stack {key} (only lora_A / lora_B)")
+    return out
+
+
+def olora_split(name: str, p: torch.Tensor, frozen_rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(earlier blocks, this task's block) of a stacked lora_A ([rank, d_in], rows) or lora_B (columns).
+
+    Both are returned as [rows, d] with the rank along the rows, so `orthogonality` applies to either."""
+    if "lora_A" in name:
+        return p[:frozen_rank], p[frozen_rank:]
+    return p[:, :frozen_rank].T, p[:, frozen_rank:].T
+
+
+def olora_terms(params: list[tuple[str, torch.Tensor]], frozen_rank: int,
+                matrix: str = "lora_A") -> tuple[torch.Tensor, torch.Tensor]:
+    """(Σ_modules ‖M_prev M_tᵀ‖²_F over `matrix`, Σ ‖θ_t‖² over this task's A and B blocks)."""
+    if matrix not in OLORA_MATRICES:
+        raise SersError(f"baselines: olora.orthogonal_matrix {matrix!r} is not one of {OLORA_MATRICES}")
+    orth, norm = [], []
+    for name, p in params:
+        prev, new = olora_split(name, p, frozen_rank)
+        norm.append(new.float().pow(2).sum())
+        if frozen_rank and matrix in name:
+            orth.append(orthogonality(prev, new))
+    zero = torch.zeros((), device=params[0][1].device)
+    return (torch.stack(orth).sum() if orth else zero), torch.stack(norm).sum()
+
+
+def freeze_earlier_blocks(params: list[tuple[str, torch.Tensor]], frozen_rank: int) -> list:
+    """Zero the gradient of the earlier blocks (hooks; returns their handles)."""
+    handles = []
+    for name, p in params:
+        mask = torch.ones_like(p)
+        if "lora_A" in name:
+            mask[:frozen_rank] = 0
+        else:
+            mask[:, :frozen_rank] = 0
+        handles.append(p.register_hook(lambda g, m=mask: g * m))
+    return handles
+
+
+def load_olora_model(model_path: str, prev_adapter: str, *, lora_r: int, lora_alpha: float, lora_dropout: float,
+                     target_modules, seed: int, device: str = "auto", dtype: str = "auto"):
+    """The base with one adapter of rank r·t: the previous stack (frozen by `freeze_earlier_blocks`)
+    and a fresh rank-r block (peft's own initialisation: A Kaiming-uniform, B = 0).
+
+    Returns (model, targets, blocks) with blocks the new [start, end) list, the last one trainable."""
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import load_file
+
+    from .models import load_model, lora_target_modules
+
+    prev = Path(prev_adapter)
+    if not (prev / "adapter_config.json").is_file():
+        raise SersError(f"training: previous adapter {prev} has no adapter_config.json")
+    cfg = json.loads((prev / "adapter_config.json").read_text(encoding="utf-8"))
+    blocks = read_blocks(prev, cfg["r"])
+    n = len(blocks)
+    base = load_model(model_path, device=device, dtype=dtype)
+    targets = lora_target_modules(base, target_modules)
+    saved = (cfg["r"], float(cfg["lora_alpha"]), sorted(cfg["target_modules"]))
+    wanted = (lora_r * n, float(lora_alpha) * n, sorted(targets))
+    if saved != wanted or any(b - a != lora_r for a, b in blocks):
+        raise SersError(f"training: previous O-LoRA stack {prev} has (r, alpha, target_modules) = {saved} in blocks "
+                        f"{blocks}; the config asks for blocks of rank {lora_r}: expected {wanted}")
+    torch.manual_seed(seed)
+    config = LoraConfig(task_type="CAUSAL_LM", r=lora_r * (n + 1), lora_alpha=lora_alpha * (n + 1),
+                        lora_dropout=lora_dropout, target_modules=targets)
+    model = get_peft_model(base, config)
+    state = load_file(str(prev / "adapter_model.safetensors"))
+    k = lora_r * n
+    copied = 0
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if not ("lora_A" in name or "lora_B" in name):
+                continue
+            key = name.replace(".default", "")
+            if key not in state:
+                raise SersError(f"training: {prev} has no {key}")
+            src = state[key].to(p.device, p.dtype)
+            if "lora_A" in name:
+                p[:k] = src
+            else:
+                p[:, :k] = src
+            copied += 1
+    if copied != len(state):
+        raise SersError(f"training: {prev} has {len(state)} LoRA matrices, the model {copied}")
+    return model, targets, blocks + [[k, k + lora_r]]
+
+
+def write_blocks(adapter_dir: str | Path, blocks: list[list[int]], rank_per_block: int) -> None:
+    (Path(adapter_dir) / OLORA_BLOCKS).write_text(
+        json.dumps({"rank_per_block": rank_per_block, "blocks": blocks,
+                    "note": "O-LoRA: block i = task i's LoRA (rows of lora_A, columns of lora_B); "
+                            "lora_alpha = alpha · blocks, so alpha / r per block is kept"}, indent=2) + "\n",
+        encoding="utf-8")
