@@ -14,7 +14,7 @@ from conftest import Workflow
 
 BASELINES = ("ewc", "l2", "lwf", "olora", "replay-kmeans")
 CONFIG = {"methods": list(BASELINES), "eval": {"base": False}}
-TARGET = "results/tiny/summary/methods.md"  # every method's metrics and the table (the plots need SERS)
+TARGET = "results/tiny/summary/methods.md"  # every method's metrics and the table
 
 
 @pytest.fixture(scope="module")

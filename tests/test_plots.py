@@ -60,6 +60,8 @@ def test_similarity(tmp_path):
     check(out)
     with pytest.raises(SersError, match="lacks 'W'"):
         plot_similarity([{"order": "o", "method": "m", "stage": 1, "lambda": 0}], tmp_path / "x.png")
+    plot_similarity([], tmp_path / "none.png")  # a run whose methods have no similarity (seq, ewc, …)
+    check(tmp_path / "none.png")
 
 
 def test_funnel(tmp_path):

@@ -112,8 +112,12 @@ def plot_similarity(records: Sequence[Mapping[str, Any]], path: str | os.PathLik
     Each record: {"order", "method", "stage", "task", "W", "lambda"}; W/λ may be None (stage 1).
     """
     _format(path)
-    if not records:
-        raise SersError(f"{path}: no similarity records to plot")
+    if not records:  # no method of this run has a task-similarity penalty (e.g. seq and the baselines)
+        fig, ax = plt.subplots(figsize=(6, 2))
+        ax.text(0.5, 0.5, "no method of this run computes a task similarity", ha="center", va="center")
+        ax.set_axis_off()
+        _save(fig, path)
+        return
     for i, r in enumerate(records):
         missing = [k for k in ("order", "method", "stage", "W", "lambda") if k not in r]
         if missing:
