@@ -14,6 +14,11 @@ DATA = REPO / "data" / "ni-c012-sample"
 TASKS = ("sa", "qa", "sum", "trans")
 
 _BUILT: dict[str, Path] = {}
+# train_stage settings small enough for a unit test on the tiny model (one epoch, rank 4, fp32 on CPU)
+FAST_TRAINING = dict(lora_r=4, lora_alpha=16, lora_dropout=0.0, target_modules="auto", lr=1e-2, epochs=1,
+                     batch_size=4, grad_accum=1, max_grad_norm=1.0, warmup_ratio=0.0, prompt_format="plain",
+                     max_prompt_tokens=64, max_target_tokens=16, shared_prefix=True, seed=0, device="cpu",
+                     dtype="float32")
 
 
 def sample_rows(task: str = "sa"):

@@ -26,11 +26,9 @@ from sers.errors import SersError  # noqa: E402
 from sers.selection import select_by_kmeans  # noqa: E402
 from sers.training import TrainRow, estimate_fisher, train_stage  # noqa: E402
 
-from _tiny import liven, randomise_lora, sample_rows, tiny_model_dir  # noqa: E402,F401
+from _tiny import FAST_TRAINING, liven, randomise_lora, sample_rows, tiny_model_dir  # noqa: E402,F401
 
-FAST = dict(lora_r=4, lora_alpha=16, lora_dropout=0.0, target_modules="auto", lr=1e-2, epochs=1, batch_size=4,
-            grad_accum=1, max_grad_norm=1.0, warmup_ratio=0.0, prompt_format="plain", max_prompt_tokens=64,
-            max_target_tokens=16, shared_prefix=True, seed=0, device="cpu", dtype="float32")
+FAST = FAST_TRAINING
 
 
 # ---- the terms on hand-made cases ----

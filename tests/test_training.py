@@ -22,11 +22,9 @@ from sers.training import (  # noqa: E402
     train_stage,
 )
 
-from _tiny import randomise_lora, sample_rows, tiny_model_dir  # noqa: E402,F401
+from _tiny import FAST_TRAINING, randomise_lora, sample_rows, tiny_model_dir  # noqa: E402,F401
 
-FAST = dict(lora_r=4, lora_alpha=16, lora_dropout=0.0, target_modules="auto", lr=1e-2, epochs=1, batch_size=4,
-            grad_accum=1, max_grad_norm=1.0, warmup_ratio=0.0, prompt_format="plain", max_prompt_tokens=64,
-            max_target_tokens=16, shared_prefix=True, seed=0, device="cpu", dtype="float32")
+FAST = FAST_TRAINING
 LOSS_KEYS = {"step", "epoch", "loss", "ce", "penalty", "lambda_eff", "replay_fraction", "baseline_term", "lr",
              "grad_norm"}
 
