@@ -45,10 +45,10 @@ rule embed_real:
         filtered=rules.real_pool.output.pool,
     output:
         embeddings=f"{RUN}/real-kmeans/{{task}}/embeddings.npy",
-    group:
-        "real_chain"
     log:
         f"{RUN}/logs/embed_real/{{task}}.log",
+    group:
+        "real_chain"
     resources:
         **cpu_resources(mem_mb=8000, runtime=60, cpus=4),
     params:
@@ -65,10 +65,10 @@ rule select_real:
     output:
         selected=f"{RUN}/real-kmeans/{{task}}/selected.jsonl",
         summary=f"{RUN}/real-kmeans/{{task}}/selection.json",
-    group:
-        "real_chain"
     log:
         f"{RUN}/logs/select_real/{{task}}.log",
+    group:
+        "real_chain"
     resources:
         **cpu_resources(mem_mb=4000, runtime=30),
     params:

@@ -311,7 +311,7 @@ def test_sigkilled_runs_resume_to_the_uninterrupted_result(tiny_run, tmp_path):
     """Kill during synthesis, training and evaluation; the resumed run equals an uninterrupted one
     (tiny_run, a separate run: so this is also the byte-identical determinism check on CPU)."""
     wf = Workflow(tmp_path)
-    for stage in ("synthesize", "train", "eval"):
+    for stage in ("synthesize", "train", "evaluate"):
         proc = start(wf, "--rerun-incomplete")
         kill_when_started(wf, proc, stage)
         subprocess.run([SNAKEMAKE, "--unlock", *TINY], cwd=wf.root, check=True, capture_output=True)

@@ -268,5 +268,5 @@ def test_paper_preset_plan_requests_gpus_on_exactly_the_gpu_rules():
         elif line.strip().startswith("resources:") and rule:
             (gpu if re.search(r"\bgpu=1\b", line) and "gpu_model=a100" in line else cpu).add(rule)
             rule = None
-    assert gpu == PIPELINE_GPU_RULES | {"train_mtl"}
+    assert gpu == PIPELINE_GPU_RULES | {"train_mtl", "fisher"}
     assert not gpu & cpu and {"filter_pseudo", "select_pseudo", "metrics", "embed_pseudo", "score_eval"} <= cpu
