@@ -17,6 +17,9 @@ import yaml  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+# the methods of the tiny run (config/tiny.yaml) and the paper preset
+ALL_METHODS = ("seq", "replay", "ssr", "sers", "mtl", "sers-noreg", "sers-nose", "sers-icl")
+BASELINE_METHODS = ("replay-kmeans", "ewc", "l2", "lwf", "olora")
 LINKED = ("Snakefile", "rules", "workflow", "config", "data", "src", "profiles", "report")
 
 
