@@ -13,7 +13,7 @@ from sers.io import read_jsonl
 from sers.seeding import derive_seed
 from sers.selection import select_by_kmeans
 
-from conftest import ALL_METHODS, BASELINE_METHODS, SNAKEMAKE, Workflow
+from conftest import ALL_METHODS, BASELINE_METHODS, SCHEDULER, SNAKEMAKE, Workflow
 
 TINY = ("--configfile", "config/tiny.yaml")
 
@@ -186,7 +186,7 @@ KILL_TARGETS = ("results/tiny/pseudo/mask/sa/selected.jsonl", "results/tiny/orde
 
 
 def start(wf: Workflow, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([SNAKEMAKE, "--cores", "2", *KILL_TARGETS, *args, *TINY], cwd=wf.root,
+    return subprocess.Popen([SNAKEMAKE, "--cores", "2", *SCHEDULER, *KILL_TARGETS, *args, *TINY], cwd=wf.root,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 

@@ -46,7 +46,7 @@ TOY_SNAKEFILE = HERE / "slurm" / "toy" / "Snakefile"
 # of newly submitted jobs, then backs off by +10 s per round without a finished job:
 # checks at t0+N, +N+10, +N+20, ... A toy job takes ~5 s (mostly Snakemake starting inside the
 # job), and sacct shows it a moment after it ends, so N=1 finds it at ~12 s; N=6 at 22 s.
-FAST_STATUS_CHECKS = ["--slurm-init-seconds-before-status-checks", "1"]
+FAST_STATUS_CHECKS = ["--slurm-init-seconds-before-status-checks", "1", "--scheduler", "greedy"]
 
 
 @dataclasses.dataclass
