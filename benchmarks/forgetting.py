@@ -2,6 +2,9 @@
 date and wall time to benchmarks/results/forgetting-<date>.md.
 
     .venv/bin/python benchmarks/forgetting.py [--cores 2] [extra snakemake args]
+    .venv/bin/python benchmarks/forgetting.py --run forgetting-baselines --methods seq ewc l2
+        (a subset of the methods in a run folder of its own, paired against its own `seq`;
+        written to benchmarks/results/forgetting-baselines-<date>.md)
 """
 from __future__ import annotations
 
@@ -21,19 +24,31 @@ REPO = Path(__file__).resolve().parents[1]
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cores", default="2")
+    ap.add_argument("--run", default="forgetting", help="run name: results/<run>, results file forgetting[-…]-<date>.md")
+    ap.add_argument("--methods", nargs="+", help="only these methods (the comparisons keep the baselines present)")
+    ap.add_argument("--force", action="store_true", help="overwrite today's results file of this run")
     args, extra = ap.parse_known_args()
+    suffix = args.run.removeprefix("forgetting").lstrip("-")
+    out = REPO / f"benchmarks/results/forgetting-{suffix + '-' if suffix else ''}{date.today()}.md"
+    if out.exists() and not args.force:
+        sys.exit(f"{out.relative_to(REPO)} exists: pass --force to overwrite it, or another --run")
+    overrides = [f"run={args.run}"]
+    if args.methods:
+        overrides.append("methods=[" + ",".join(args.methods) + "]")
     snakemake = str(Path(sys.executable).parent / "snakemake")
     start = time.time()
-    subprocess.run([snakemake, "--cores", args.cores, "--configfile", "benchmarks/forgetting.yaml", *extra],
+    subprocess.run([snakemake, "--cores", args.cores, "--configfile", "benchmarks/forgetting.yaml",
+                    "--config", *overrides, *extra],
                    cwd=REPO, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     wall = time.time() - start
-    run = REPO / "results/forgetting"
+    run = REPO / "results" / args.run
     table = (run / "summary/methods.md").read_text()
     metrics = {p.parent.name: json.loads(p.read_text()) for p in sorted(run.glob("order1/*/metrics.json"))}
     sims = [json.loads(p.read_text()) for p in sorted(run.glob("order1/*/stage*/similarity.json"))]
+    command = " ".join(["benchmarks/forgetting.py", *sys.argv[1:]])
     lines = [f"# Forgetting benchmark, {date.today()}", "",
              f"Machine: {platform.platform()}, {os.cpu_count()} CPU cores; wall time {wall / 60:.1f} min "
-             f"(`benchmarks/forgetting.py`, config `benchmarks/forgetting.yaml`).", "", table, "",
+             f"(`{command}`, config `benchmarks/forgetting.yaml`).", "", table, "",
              "Per-task forgetting (max earlier score − final score):", ""]
     for method, m in metrics.items():
         lines.append(f"- {method}: " + ", ".join(f"{t} {v:.1f}" for t, v in m["forgetting"].items()))
@@ -50,7 +65,6 @@ def main() -> None:
         rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
         for r in rows[:3]:
             lines.append(f"- `{path.parent.name}`: {r['input'][:160]!r} → {r['output'][:80]!r}")
-    out = REPO / f"benchmarks/results/forgetting-{date.today()}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
     print(out.read_text())
