@@ -85,6 +85,7 @@ def tiny_run(tmp_path_factory) -> Workflow:
 
 def pytest_collection_modifyitems(config, items):
     """The slow files first, so pytest-xdist starts the SLURM test (mostly waiting on the cluster) and
-    the tiny DAG run at once and the unit tests fill the gaps, rather than one worker ending alone."""
+    the tiny DAG run at once on two workers and the unit tests fill the third, rather than one worker
+    ending alone."""
     first = {"test_slurm_cluster.py": 0, "test_dag.py": 1}
     items.sort(key=lambda item: first.get(item.path.name, 2))

@@ -5,8 +5,6 @@ import re
 from functools import lru_cache
 from typing import Sequence
 
-from rouge_score import rouge_scorer
-
 from sers.errors import SersError
 
 # \w with re.UNICODE keeps letters of any script and digits; the rouge_score default tokenizer
@@ -23,7 +21,11 @@ class UnicodeTokenizer:
 
 
 @lru_cache(maxsize=1)
-def _scorer() -> rouge_scorer.RougeScorer:
+def _scorer():
+    # imported here: rouge_score pulls in nltk (~1.3 s), which the jobs that only import this module
+    # (evaluate: generation without scoring) should not pay at start-up
+    from rouge_score import rouge_scorer
+
     return rouge_scorer.RougeScorer(["rougeL"], tokenizer=UnicodeTokenizer())
 
 

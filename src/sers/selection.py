@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 
 import numpy as np
-from sklearn.cluster import KMeans
 
 from .errors import SersError
 
@@ -79,6 +78,8 @@ def select_by_kmeans(embeddings: np.ndarray, n_clusters: int, memory: int, seed:
         return list(range(n)), {"n_input": n, "n_selected": n, "kept_all": True,
                                 "note": f"{n} rows ≤ memory {memory}: all kept, no clustering"}
     k = min(n_clusters, n)
+    from sklearn.cluster import KMeans  # here: the embed and filter jobs import this module too
+
     km = KMeans(n_clusters=k, random_state=seed, n_init=10).fit(embeddings)
     labels = km.labels_
     sizes = [int((labels == c).sum()) for c in range(k)]
