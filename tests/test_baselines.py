@@ -217,6 +217,31 @@ def test_olora_stage_saves_a_stack_with_frozen_earlier_blocks(tiny_model_dir, fi
         second_stage(tiny_model_dir, out, tmp_path / "bad", baseline, lora_r=8)
 
 
+@pytest.mark.parametrize("kind", ["ewc", "lwf", "olora"])
+def test_baseline_stages_train_the_same_with_gradient_checkpointing(tiny_model_dir, first_stage, tmp_path, kind):
+    """EWC's anchored term, LwF's frozen teacher adapter (run in eval mode, no grad) and O-LoRA's stacked
+    adapter with its gradient hooks: the same loss and adapter with training.gradient_checkpointing."""
+    from safetensors.torch import load_file
+
+    baseline = {"ewc": {"kind": "ewc", "lambda": 1e3}, "lwf": {"kind": "lwf", "lambda": 1.0, "temperature": 2.0},
+                "olora": {"kind": "olora", "lambda1": 0.5, "lambda2": 0.1, "orthogonal_matrix": "lora_A"}}[kind]
+    if kind == "ewc":
+        fisher = tmp_path / "fisher.safetensors"
+        estimate_fisher(str(tiny_model_dir), str(first_stage), rows_of("sa", 2), str(fisher), max_prompt_tokens=64,
+                        max_target_tokens=16, device="cpu", dtype="float32")
+        baseline["fisher"] = str(fisher)
+    logs = {on: second_stage(tiny_model_dir, first_stage, tmp_path / str(on), baseline, lora_dropout=0.1,
+                             gradient_checkpointing=on) for on in (False, True)}
+    assert json.loads((tmp_path / "True/train_config.json").read_text())["gradient_checkpointing"] is True
+    for a, b in zip(logs[False], logs[True], strict=True):
+        for key in ("loss", "ce", "baseline_term", "grad_norm"):
+            assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-7), key
+    off, on = (load_file(str(tmp_path / x / "adapter_model.safetensors")) for x in ("False", "True"))
+    assert off.keys() == on.keys()
+    for k in off:
+        torch.testing.assert_close(on[k], off[k], atol=1e-6, rtol=1e-5)
+
+
 def test_baselines_need_a_previous_adapter(tiny_model_dir, tmp_path):
     with pytest.raises(SersError, match="previous stage"):
         train_stage(str(tiny_model_dir), str(tmp_path / "x"), rows_of("sa", 4), prev_adapter=None, lam=0.0,

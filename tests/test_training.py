@@ -321,3 +321,74 @@ def test_mixed_task_batch_grouped_by_instruction_gives_same_loss_and_gradients(t
     assert n_g == n_m and ce_g == pytest.approx(ce_m, abs=1e-5)
     for k in g_m:
         torch.testing.assert_close(g_g[k], g_m[k], atol=1e-5, rtol=1e-4)
+
+
+# ---- activation checkpointing (training.gradient_checkpointing) -----------------------------------
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_gradient_checkpointing_gives_same_loss_and_gradients(tiny_model_dir, shared):
+    """Checkpointed layers recompute their forward in the backward pass, at equal loss and gradients,
+    the shared-prefix path included (the prefix cache is read inside checkpointed layers)."""
+    from sers.models import load_tokenizer
+    from sers.prompts import encode_example
+
+    tok = load_tokenizer(str(tiny_model_dir))
+    examples = [encode_example(tok, r.full_prompt, r.output, "plain", 96, 16) for r in sample_rows("sa")[:4]]
+    examples[1] = (examples[1][0], examples[1][1][:1] + examples[0][1])  # unequal target lengths
+
+    def loss_and_grads(checkpointing):
+        model = randomise_lora(fresh_lora(tiny_model_dir, dropout=0.1), std=0.1)  # dropout: the recompute's RNG
+        if checkpointing:
+            training.enable_gradient_checkpointing(model)
+        model.train()
+        calls = []
+        attn = next(m for n, m in model.named_modules() if n.endswith("layers.0.self_attn"))
+        attn.register_forward_hook(lambda *_: calls.append(1))
+        torch.manual_seed(3)
+        ce, n = target_cross_entropy(model, examples, tok.pad_token_id, shared)
+        ce.backward()
+        return float(ce.detach()), n, {k: p.grad.clone() for k, p in lora_parameters(model)}, len(calls)
+
+    ce_0, n_0, g_0, calls_0 = loss_and_grads(False)
+    ce_1, n_1, g_1, calls_1 = loss_and_grads(True)
+    # the first layer's attention runs once more per row-batch (the recompute); the prefix is not recomputed
+    assert calls_0 == (2 if shared else 1) and calls_1 == calls_0 + 1
+    assert n_0 == n_1 and ce_1 == pytest.approx(ce_0, abs=1e-6)
+    for k in g_0:
+        assert g_1[k].abs().sum() > 0, k
+        torch.testing.assert_close(g_1[k], g_0[k], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_stage_with_gradient_checkpointing_trains_the_same_adapter(tiny_model_dir, mixed_rows, tmp_path, shared):
+    from safetensors.torch import load_file
+
+    for name, on in (("off", False), ("on", True)):
+        stage(tiny_model_dir, tmp_path / name, mixed_rows[:8], lam=0.3, lora_dropout=0.1, shared_prefix=shared,
+              gradient_checkpointing=on)
+    assert json.loads((tmp_path / "on/train_config.json").read_text())["gradient_checkpointing"] is True
+    off, on = read_log(tmp_path / "off"), read_log(tmp_path / "on")
+    assert len(off) == len(on) == 2
+    for a, b in zip(off, on):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5) and b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
+    a, b = (load_file(str(tmp_path / x / "adapter_model.safetensors")) for x in ("off", "on"))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=1e-6, rtol=1e-5)
+
+
+def test_checkpointed_shared_prefix_refuses_a_transformers_that_drops_the_cache(tiny_model_dir, monkeypatch):
+    """Where checkpointed layers cannot keep a cache, the suffix would silently lose the prefix: refuse."""
+    from sers import generation
+    from sers.models import load_tokenizer
+    from sers.prompts import encode_example
+
+    tok = load_tokenizer(str(tiny_model_dir))
+    examples = [encode_example(tok, r.full_prompt, r.output, "plain", 96, 16) for r in sample_rows("sa")[:2]]
+    model = fresh_lora(tiny_model_dir)
+    training.enable_gradient_checkpointing(model)
+    model.train()
+    monkeypatch.setattr(generation, "GradientCheckpointingLayer", None)
+    with pytest.raises(SersError, match="training.gradient_checkpointing with training.shared_prefix"):
+        target_cross_entropy(model, examples, tok.pad_token_id, True)
+    target_cross_entropy(model, examples, tok.pad_token_id, False)[0].backward()  # unshared: no cache to keep

@@ -11,6 +11,7 @@ holds each row twice, once with the LoRA adapter switched off (peft's mixed-adap
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 from dataclasses import dataclass, field
@@ -19,6 +20,12 @@ from typing import Sequence
 import torch
 from transformers import DynamicCache
 
+try:
+    from transformers.modeling_layers import GradientCheckpointingLayer
+except ImportError:  # transformers without the per-layer checkpointing wrapper: no checkpointed shared prefix
+    GradientCheckpointingLayer = None
+
+from .errors import SersError
 from .progress import progress
 
 MIN_SHARED_PREFIX = 4  # below this a separate prefix pass costs more than it saves
@@ -131,6 +138,53 @@ def _out_cache(out):
     return getattr(out, "cache", None) if getattr(out, "cache", None) is not None else out.past_key_values
 
 
+def _checkpointing_modules(model) -> list[torch.nn.Module]:
+    """The modules that checkpoint in this forward (the decoder layers, and the model that turns its
+    cache off): none in eval mode, under no_grad, or without `training.gradient_checkpointing`."""
+    if not (model.training and torch.is_grad_enabled()):
+        return []
+    modules = [m for m in model.modules() if getattr(m, "gradient_checkpointing", False) is True]
+    if modules and not hasattr(GradientCheckpointingLayer, "_can_checkpoint_with_cache"):
+        # older transformers drop the cache of every checkpointed layer: the suffix would not see the prefix
+        raise SersError("training.gradient_checkpointing with training.shared_prefix needs a transformers release "
+                        "whose checkpointed layers can read a cache (5.x); set training.shared_prefix: false")
+    return modules
+
+
+@contextlib.contextmanager
+def _layer_flags(layers: Sequence[torch.nn.Module], **flags):
+    """Set attributes on `layers` for the duration of a forward, then restore the previous values."""
+    saved = [{k: m.__dict__[k] for k in flags if k in m.__dict__} for m in layers]
+    for m in layers:
+        for k, v in flags.items():
+            setattr(m, k, v)
+    try:
+        yield
+    finally:
+        for m, before in zip(layers, saved):
+            for k in flags:
+                if k in before:
+                    setattr(m, k, before[k])
+                else:
+                    delattr(m, k)  # back to the class attribute
+
+
+class _ReadOnlyCache(DynamicCache):
+    """A shared prefix's KV cache that attention reads but never extends.
+
+    Under activation checkpointing each decoder layer runs twice (forward, then the recompute in the
+    backward pass); a cache the layer appended to would hold the suffix twice on the recompute, so
+    transformers drops the cache of a checkpointed layer altogether. Read-only, both runs see the
+    same prefix keys and values, and gradients still reach the prefix through them."""
+
+    def __init__(self, source: DynamicCache):  # shares the source's layers, copies no tensor
+        self.__dict__.update(source.__dict__)
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        layer = self.layers[layer_idx]
+        return torch.cat([layer.keys, key_states], dim=-2), torch.cat([layer.values, value_states], dim=-2)
+
+
 def forward_packed(model, batch: PackedBatch, adapter_names: list[str] | None = None,
                    prefix_adapters: list[str] | None = None, use_cache: bool = False, last_only: bool = False):
     """Run the model over a packed batch; return (logits over the suffix [R, S, V], cache, mask).
@@ -139,6 +193,9 @@ def forward_packed(model, batch: PackedBatch, adapter_names: list[str] | None = 
 
     With a shared prefix, the prefix runs once per distinct adapter in `prefix_adapters` (rows must
     be grouped by adapter, in that order) and its cache is repeated across the rows of each group.
+    With activation checkpointing on (training), the prefix runs without it (one row per group: its
+    activations are small) and the suffix reads the prefix cache read-only (`_ReadOnlyCache`); the
+    returned cache then holds the prefix alone.
     """
     device = next(model.parameters()).device
     rows = batch.suffix.shape[0]
@@ -146,20 +203,28 @@ def forward_packed(model, batch: PackedBatch, adapter_names: list[str] | None = 
     suffix = batch.suffix.to(device)
     suffix_mask = batch.suffix_mask.to(device)
     cache = None
+    checkpointed = _checkpointing_modules(model) if p else []
     if p:
         groups = prefix_adapters or [None]
         prefix = batch.prefix.to(device)[None].expand(len(groups), -1)
         kwargs = _adapter_kwargs(prefix_adapters)
-        out = model(input_ids=prefix, use_cache=True, logits_to_keep=1, **kwargs)
+        with _layer_flags(checkpointed, gradient_checkpointing=False):  # the model would turn its cache off
+            out = model(input_ids=prefix, use_cache=True, logits_to_keep=1, **kwargs)
         cache = _out_cache(out)
         cache.batch_repeat_interleave(rows // len(groups))
+        if checkpointed:
+            cache = _ReadOnlyCache(cache)
     mask = torch.cat([torch.ones(rows, p, dtype=torch.long, device=device), suffix_mask], dim=1)
     positions = (p + suffix_mask.cumsum(-1) - 1).clamp(min=0)
     if cache is None and use_cache:
         cache = DynamicCache()
-    out = model(input_ids=suffix, attention_mask=mask, position_ids=positions, **{_cache_kwarg(model): cache},
-                use_cache=use_cache or p > 0, logits_to_keep=1 if last_only else 0, **_adapter_kwargs(adapter_names))
-    return out.logits, _out_cache(out), mask
+    # a checkpointed layer keeps a cache only if it is marked as a reader (ours is, read-only)
+    layers = [m for m in checkpointed if isinstance(m, GradientCheckpointingLayer)]
+    with _layer_flags(layers, _can_checkpoint_with_cache=True):
+        out = model(input_ids=suffix, attention_mask=mask, position_ids=positions, **{_cache_kwarg(model): cache},
+                    use_cache=(use_cache or p > 0) and not checkpointed, logits_to_keep=1 if last_only else 0,
+                    **_adapter_kwargs(adapter_names))
+    return out.logits, (cache if checkpointed else _out_cache(out)), mask
 
 
 def _apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:

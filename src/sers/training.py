@@ -218,6 +218,25 @@ def load_lora_model(model_path: str, prev_adapter: str | None, *, lora_r: int, l
     return model, targets
 
 
+def enable_gradient_checkpointing(model) -> None:
+    """Recompute each decoder layer's activations in the backward pass instead of keeping them.
+
+    Activation memory drops from every layer's intermediates to one layer's (plus each layer's input),
+    for about one more forward pass of compute per step. Non-reentrant checkpointing: gradients reach
+    the LoRA matrices even though the frozen embeddings' output needs none, and the shared prefix's
+    cache, read inside a checkpointed layer, gets its gradient too (`sers.generation.forward_packed`).
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not getattr(base, "supports_gradient_checkpointing", False):
+        raise SersError(f"training.gradient_checkpointing: {type(base).__name__} does not support it")
+    kwargs = {"use_reentrant": False}
+    if hasattr(base, "activation_checkpointing_enable"):  # transformers 5: the old name is a deprecated alias
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)  # also input grads
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        base.enable_input_require_grads()
+
+
 def _load_fisher(path: str, names: list[str]) -> dict[str, torch.Tensor]:
     """The previous stage's diagonal Fisher (`fisher` rule), keyed like the trainable LoRA parameters."""
     from safetensors.torch import load_file
@@ -256,7 +275,7 @@ def train_stage(model_path: str, out_dir: str, rows: Sequence[TrainRow], *, prev
                 max_target_tokens: int = 512, shared_prefix: bool | str = "auto", seed: int = 0, device: str = "auto",
                 dtype: str = "auto", group_batches: bool = False, data_notes: dict | None = None,
                 penalty_anchor: str = "zero", penalty_reduction: str = "mean", penalty_scale: float = 1.0,
-                baseline: dict | None = None) -> dict:
+                baseline: dict | None = None, gradient_checkpointing: bool = False) -> dict:
     """Train one stage and write its adapter folder atomically; return a summary
     {steps, micro_batches, final_loss, final_ce, tokens, tokens_per_s, wall_s, rows, replay_rows}.
 
@@ -266,7 +285,10 @@ def train_stage(model_path: str, out_dir: str, rows: Sequence[TrainRow], *, prev
 
     `baseline` adds a regularisation baseline's term (`sers.baselines`): {"kind": "ewc", "lambda",
     "fisher": path}, {"kind": "l2", "lambda"}, {"kind": "lwf", "lambda", "temperature"} or
-    {"kind": "olora", "lambda1", "lambda2", "orthogonal_matrix"}; each needs `prev_adapter`."""
+    {"kind": "olora", "lambda1", "lambda2", "orthogonal_matrix"}; each needs `prev_adapter`.
+
+    `gradient_checkpointing` recomputes activations in the backward pass (`enable_gradient_checkpointing`):
+    less memory, the same loss and gradients."""
     from transformers import get_cosine_schedule_with_warmup
 
     from .models import load_tokenizer
@@ -299,6 +321,8 @@ def train_stage(model_path: str, out_dir: str, rows: Sequence[TrainRow], *, prev
         for name, p in model.named_parameters():
             if f".{TEACHER}." in name:
                 p.requires_grad_(False)
+    if gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     dev = next(model.parameters()).device
     shared_prefix = resolve_shared_prefix(shared_prefix, dev)
     model.train()
@@ -350,7 +374,8 @@ def train_stage(model_path: str, out_dir: str, rows: Sequence[TrainRow], *, prev
         "max_grad_norm": max_grad_norm, "warmup_ratio": warmup_ratio, "warmup_steps": warmup_steps,
         "total_steps": total_steps, "micro_batches": len(micro), "prompt_format": prompt_format,
         "max_prompt_tokens": max_prompt_tokens, "max_target_tokens": max_target_tokens,
-        "shared_prefix": shared_prefix, "seed": seed, "device": str(dev),
+        "shared_prefix": shared_prefix, "gradient_checkpointing": gradient_checkpointing, "seed": seed,
+        "device": str(dev),
         "dtype": str(next(model.parameters()).dtype).replace("torch.", ""), "autocast_bf16": use_bf16,
         "optimizer": "AdamW(weight_decay=0)", "schedule": "cosine with warmup",
         "group_batches": group_batches,
