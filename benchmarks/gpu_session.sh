@@ -15,10 +15,16 @@
 #      batched synthesis, blend decoding vs the reference loop and vs plain greedy, shared-prefix
 #      training/evaluation vs plain, peak memory of blend vs plain;
 #   3. the tiny experiment on CUDA and on CPU (every GPU rule: synthesize, similarity, train, label,
-#      evaluate), and the largest difference between their stage × task matrices.
-# Not covered yet (left for the session that writes them): a torch.profiler trace of one
-# shared-prefix training step (why it is slow on a GPU), and one LoRA training step of a
-# random LLaMA-2-7B shape with the paper preset's batch and lengths (the paper run's cost).
+#      evaluate), and the largest difference between their stage × task matrices;
+#   4. paper_cost.py on a random-initialised LLaMA-2-7B shape in bf16 with the paper preset's LoRA,
+#      batch and lengths, memory capped at 79 GiB (an 80 GB GPU, also on an H200): one training step
+#      (which of full batch / gradient checkpointing / micro-batches fits, its time and peak memory),
+#      the similarity and Fisher passes, eval / synthesis / label generation rows per second, and the
+#      preset's GPU-hours per rule (paper_cost-llama2-7b-cuda.json and .md). No tokenizer or weights.
+# STEPS picks steps (default "1 2 3 4"); e.g. `STEPS="1 4" bash benchmarks/gpu_session.sh` for the
+# 7B cost alone (a few minutes: the 7B build, about six training steps, three generation batches).
+# Not covered yet (left for the session that writes it): a torch.profiler trace of one
+# shared-prefix training step (why it is slow on a GPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/out/gpu}
@@ -27,8 +33,12 @@ SNAKEMAKE=${SNAKEMAKE:-.venv/bin/snakemake}
 TOKENIZER=${TOKENIZER:-resources/tokenizer}
 export PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false SERS_NO_PROGRESS=1
+STEPS=${STEPS:-1 2 3 4}
 mkdir -p "$OUT"
 
+want() { [[ " $STEPS " == *" $1 "* ]]; }
+
+if want 1; then
 echo "== 1. the machine" | tee "$OUT/machine.txt"
 (nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || echo "no nvidia-smi") >> "$OUT/machine.txt"
 $PY - >> "$OUT/machine.txt" <<'EOF'
@@ -42,11 +52,15 @@ for name in ("transformers", "peft", "snakemake", "sentence_transformers"):
         print(name, "MISSING", e)
 EOF
 cat "$OUT/machine.txt"
+fi
 
+if want 2; then
 echo "== 2. generation and training speed on a random ~1B LLaMA (bf16)"
 $PY benchmarks/bench_generation.py --model random-1b --tokenizer "$TOKENIZER" --device cuda --dtype bfloat16 \
     --rows 64 --batch 16 --new-tokens 64 | tee "$OUT/bench_generation.txt"
+fi
 
+if want 3; then
 echo "== 3. the tiny experiment on CUDA and on CPU"
 for device in cuda cpu; do
     $SNAKEMAKE --cores 4 --configfile config/tiny.yaml --config device="$device" run="tiny-$device" \
@@ -66,3 +80,10 @@ for cpu in sorted(Path("results/tiny-cpu").glob("*/*/matrix.csv")):
     print(f"{cpu.parent.name}: largest |CPU − CUDA| ROUGE-L difference {diff:.2f}")
 print(f"largest over all methods: {worst:.2f} ROUGE-L points (bf16 on CUDA vs fp32 on CPU)")
 EOF
+fi
+
+if want 4; then
+echo "== 4. the paper preset's cost: a random LLaMA-2-7B shape (bf16), capped at an 80 GB GPU's memory"
+$PY benchmarks/paper_cost.py --shape llama2-7b --device cuda --dtype bfloat16 --memory-limit-gib 79 \
+    --out "$OUT/paper_cost-llama2-7b-cuda.json" 2>&1 | tee "$OUT/paper_cost.txt"
+fi

@@ -1,0 +1,95 @@
+"""benchmarks/paper_cost.py: the GPU-hours estimate on made-up numbers, and its training fallback on CPU."""
+from __future__ import annotations
+
+import importlib.util
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("SERS_NO_PROGRESS", "1")
+
+import pytest  # noqa: E402
+
+from _tiny import REPO  # noqa: E402
+
+_spec = importlib.util.spec_from_file_location("paper_cost", REPO / "benchmarks" / "paper_cost.py")
+paper_cost = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(paper_cost)
+
+
+def small_config() -> dict:
+    from sers.config import validate_config
+
+    return validate_config({
+        "tasks": ["sa", "pe"], "orders": {"o1": ["sa", "pe"]}, "methods": ["seq", "sers", "mtl", "ewc"],
+        "data": {"min_rows": {"seeds": 4, "train": 10, "replay": 3, "eval": 5}},
+        "synthesis": {"mode": "prompt", "max_seeds": 0, "max_examples": 2, "retries": 1},
+        "selection": {"memory": 2},
+        "training": {"epochs": 2, "batch_size": 4},
+        "evolution": {"se_ratio": 0.5, "hardness": "released"},
+        "eval": {"max_rows": 0, "all_tasks": True, "base": True},
+        "baselines": {"ewc": {"fisher_rows": 3}},
+    })
+
+
+def test_estimate_hand_numbers():
+    measured = {"train_row_s": 1.0, "forward_row_s": 0.5, "fisher_row_s": 2.0, "eval_rows_per_s": 1.0,
+                "synthesis_rows_per_s": 2.0, "label_rows_per_s": 1.0}
+    config = small_config()
+    est = paper_cost.estimate_gpu_hours(config, measured, paper_cost.data_sizes(config))
+    seconds = {r["rule"]: r["hours"] * 3600 for r in est["rows"]}
+    jobs = {r["rule"]: r["jobs"] for r in est["rows"]}
+    # by hand, in seconds:
+    #   synthesize (mask): 2 tasks × (4 seeds × min(2, 3) examples) = 8 rows / 2 rows/s = 4 s each
+    #   train_first_stage: 10 rows × 2 epochs × 1 s
+    #   train_stage (stage 2): seq 10 rows, sers 10 + 2 pseudo, ewc 10 → (10 + 12 + 10) × 2 epochs × 1 s
+    #   train_mtl: 2 tasks × 10 rows × 2 epochs
+    #   task_similarity (sers, stage 2): (10 new + 2 rehearsal) × 0.5 s
+    #   fisher (ewc, after stage 1): 3 rows × 2 s
+    #   label_rehearsal (sers, stages 1, 2): 2 θt labels + 2 × round(0.5 × 2) blend rows = 4 rows each / 1 row/s
+    #   evaluate: θ0, mtl, stage 1, stage 2 × 3 methods = 6 models × 2 tasks × 5 rows / 1 row/s
+    assert seconds == pytest.approx({"synthesize (mask)": 8, "train_first_stage": 20, "train_stage": 64,
+                                     "train_mtl": 40, "task_similarity": 6, "fisher": 6, "label_rehearsal": 8,
+                                     "evaluate": 60})
+    assert jobs == {"synthesize (mask)": 2, "train_first_stage": 1, "train_stage": 3, "train_mtl": 1,
+                    "task_similarity": 1, "fisher": 1, "label_rehearsal": 2, "evaluate": 6}
+    assert est["total_hours"] == pytest.approx(212 / 3600)
+    table = paper_cost.markdown_table(est)
+    assert "| train_stage | 3 | 11 training rows × 2 epochs | 0.0178 |" in table and "**0.0589**" in table
+
+    # unmeasured forward and Fisher passes fall back to fractions of a training row
+    rough = paper_cost.estimate_gpu_hours(config, {k: v for k, v in measured.items()
+                                                   if k not in ("forward_row_s", "fisher_row_s")},
+                                          paper_cost.data_sizes(config))
+    rough_s = {r["rule"]: r["hours"] * 3600 for r in rough["rows"]}
+    assert rough_s["task_similarity"] == pytest.approx(12 * paper_cost.FALLBACK_FORWARD_OF_TRAIN_ROW)
+    assert rough_s["fisher"] == pytest.approx(3 * paper_cost.FALLBACK_FISHER_OF_TRAIN_ROW)
+    assert any("assumed" in a for a in rough["assumptions"])
+
+
+def test_paper_preset_job_counts_match_the_dry_run():
+    """The counts `snakemake -n --configfile config/experiments/paper-llama2-7b.yaml` printed (Job stats)."""
+    config = paper_cost.load_preset()
+    measured = dict.fromkeys(("train_row_s", "eval_rows_per_s", "synthesis_rows_per_s", "label_rows_per_s"), 1.0)
+    est = paper_cost.estimate_gpu_hours(config, measured, paper_cost.data_sizes(config))
+    jobs = {r["rule"]: r["jobs"] for r in est["rows"]}
+    assert jobs == {"synthesize (mask)": 10, "synthesize (icl)": 10, "train_first_stage": 3, "train_stage": 324,
+                    "train_mtl": 1, "task_similarity": 81, "fisher": 27, "label_rehearsal": 150, "evaluate": 329}
+
+
+def test_training_falls_back_to_checkpointing_and_micro_batches():
+    import torch
+
+    t_cfg = {"lora_r": 4, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": ["q_proj", "v_proj"],
+             "batch_size": 4, "grad_accum": 1, "max_grad_norm": 1.0}
+    model, n_params = paper_cost.build_model("tiny", "cpu", "float32", t_cfg)
+    assert n_params < 1_000_000
+    examples = list(zip(paper_cost.random_ids(4, 24, 1024, 1), paper_cost.random_ids(4, 8, 1024, 2)))
+    res = paper_cost.measure_training(model, examples, t_cfg, torch.device("cpu"), simulate_oom=1)
+    tried = [(a["micro_batch"], a["grad_accum"], a["gradient_checkpointing"], a["fits"]) for a in res["attempts"]]
+    assert tried == [(4, 1, False, False), (4, 1, True, True), (2, 2, False, True)]
+    fits = [a for a in res["attempts"] if a["fits"]]
+    assert res["chosen"] in fits and res["chosen"]["step_s"] == min(a["step_s"] for a in fits)
+    # lr 0 and no dropout: checkpointed and split steps see one model and have the full batch's loss
+    assert fits[0]["loss"] == pytest.approx(fits[1]["loss"], rel=1e-5)
+    assert not any(getattr(m, "gradient_checkpointing", False) for m in model.modules())  # left off
+    assert paper_cost.micro_batches(32) == [16, 8, 4, 2, 1] and paper_cost.micro_batches(12) == [6, 3, 1]
