@@ -39,6 +39,15 @@ os.environ.setdefault("SERS_NO_PROGRESS", "1")  # one JSON line per measurement,
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
+from sers.methods import (  # noqa: E402
+    ICL_METHODS,
+    MASK_METHODS,
+    NO_EVOLUTION_METHODS,
+    PENALTY_METHODS,
+    PSEUDO_METHODS,
+    REAL_REPLAY_METHODS,
+)
+
 REPO = Path(__file__).resolve().parents[1]
 PRESET = REPO / "config/experiments/paper-llama2-7b.yaml"
 GIB = 1024 ** 3
@@ -50,14 +59,6 @@ SHAPES = {
     "tiny": dict(hidden_size=64, intermediate_size=172, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=4, vocab_size=1024, max_position_embeddings=4096, rms_norm_eps=1e-5),
 }
-
-# The method sets of rules/common.smk (which methods rehearse what, run a similarity job, ...): keep in step.
-MASK_METHODS = {"sers", "sers-noreg", "sers-nose", "sers-anchor", "sers-sum"}
-ICL_METHODS = {"ssr", "sers-icl"}
-PENALTY_METHODS = {"sers", "sers-nose", "sers-icl", "sers-anchor", "sers-sum"}
-PSEUDO_METHODS = {"ssr", "sers", "sers-noreg", "sers-nose", "sers-icl", "sers-anchor", "sers-sum"}
-NO_EVOLUTION_METHODS = {"ssr", "sers-nose"}
-REAL_REPLAY_METHODS = {"replay", "replay-kmeans"}  # max_replay_rows real rows per earlier task
 
 # Where a forward-only or batch-1 pass was not measured, its cost as a multiple of one training row
 # (forward + backward + optimiser share): a LoRA backward computes no gradient of the frozen weights, so

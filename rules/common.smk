@@ -19,6 +19,16 @@ from sers.config import (
 from sers.data import read_rows
 from sers.errors import SersError
 from sers.evaluation import eval_sample, sample_digest
+from sers.methods import (
+    BASELINE_METHODS,
+    ICL_METHODS,
+    KMEANS_REPLAY_METHODS,
+    MASK_METHODS,
+    NO_EVOLUTION_METHODS,
+    PENALTY_METHODS,
+    PENALTY_VARIANTS,
+    PSEUDO_METHODS,
+)
 from sers.seeding import derive_seed
 
 FULL_DATA_HINT = (
@@ -55,8 +65,6 @@ def replicate_orders():
 ORDERS = replicate_orders()
 REPLICATE_GROUPS = {o: [k for k in ORDERS if k == o or k.startswith(f"{o}-rep")] for o in config["orders"]}
 PSEUDO = f"{RUN}/pseudo"
-MASK_METHODS = {"sers", "sers-noreg", "sers-nose", "sers-anchor", "sers-sum"}
-ICL_METHODS = {"ssr", "sers-icl"}
 SCRIPTS = "workflow/scripts"
 
 
@@ -120,22 +128,6 @@ def pseudo_targets():
 
 
 # ---- continual-learning stages (METHOD.md §4–6) ----
-PENALTY_METHODS = {"sers", "sers-nose", "sers-icl", "sers-anchor", "sers-sum"}  # λ from the task similarity
-PSEUDO_METHODS = {
-    "ssr",
-    "sers",
-    "sers-noreg",
-    "sers-nose",
-    "sers-icl",
-    "sers-anchor",
-    "sers-sum",
-}  # rehearse pseudo rows
-# the penalty's form: (anchor, reduction); λ(W) × similarity.variant_scale for the variants
-PENALTY_VARIANTS = {"sers-anchor": ("previous", "sum"), "sers-sum": ("zero", "sum")}
-NO_EVOLUTION_METHODS = {"ssr", "sers-nose"}  # plain θt labels (SSR's refinement)
-# regularisation / architecture baselines: no rehearsal, a term of their own (config `baselines.<method>`)
-BASELINE_METHODS = {"ewc", "l2", "lwf", "olora"}
-KMEANS_REPLAY_METHODS = {"replay-kmeans"}  # real rows chosen by k-means (SSR's KMeansSel)
 STAGE_DIR = f"{RUN}/{{order}}/{{method}}/stage{{stage}}-{{task}}"
 
 
