@@ -9,6 +9,7 @@ date and wall time to benchmarks/results/forgetting-<date>.md.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import platform
@@ -19,6 +20,30 @@ from datetime import date
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def read_rows(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def stage_scores(matrix_csv: Path) -> list[str]:
+    rows = list(csv.DictReader(matrix_csv.open()))
+    return [row["stage"] + " " + ", ".join(f"{t} {float(v):.1f}" for t, v in row.items() if t != "stage" and v)
+            for row in rows]
+
+
+def term_line(loss_jsonl: Path) -> str:
+    last = read_rows(loss_jsonl)[-1]
+    stage = loss_jsonl.parent.parent
+    return (f"- {stage.parent.name} {stage.name}: term {last['baseline_term']:.3g}, CE {last['ce']:.3g} "
+            f"(ratio {last['baseline_term'] / last['ce']:.2g})")
+
+
+def rehearsal_line(path: Path) -> str:
+    summary = json.loads(path.read_text())
+    labels = summary["label_counts"] or f"{summary['n_distinct_labels']} distinct"
+    return (f"- {path.parent.parent.name} {path.parent.name}: {summary['n_rows']} rows, "
+            f"{summary['n_evolved']} evolved, {summary['n_empty_label']} empty; labels {labels}")
 
 
 def main() -> None:
@@ -41,30 +66,38 @@ def main() -> None:
                     "--config", *overrides, *extra],
                    cwd=REPO, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     wall = time.time() - start
-    run = REPO / "results" / args.run
+    write_report(REPO / "results" / args.run, out, wall, " ".join(["benchmarks/forgetting.py", *sys.argv[1:]]))
+
+
+def write_report(run: Path, out: Path, wall: float, command: str) -> None:
+    """The results file of a finished benchmark run: its table, per-task forgetting, stage × task scores,
+    and (runs with SERS) W/λ, the labels θt gave the pseudo inputs and a few pseudo rows."""
     table = (run / "summary/methods.md").read_text()
     metrics = {p.parent.name: json.loads(p.read_text()) for p in sorted(run.glob("order1/*/metrics.json"))}
     sims = [json.loads(p.read_text()) for p in sorted(run.glob("order1/*/stage*/similarity.json"))]
-    command = " ".join(["benchmarks/forgetting.py", *sys.argv[1:]])
     lines = [f"# Forgetting benchmark, {date.today()}", "",
              f"Machine: {platform.platform()}, {os.cpu_count()} CPU cores; wall time {wall / 60:.1f} min "
              f"(`{command}`, config `benchmarks/forgetting.yaml`).", "", table, "",
              "Per-task forgetting (max earlier score − final score):", ""]
     for method, m in metrics.items():
         lines.append(f"- {method}: " + ", ".join(f"{t} {v:.1f}" for t, v in m["forgetting"].items()))
-    lines += ["", "Task similarity (W, λ) per stage:", ""]
-    lines += [f"- {s['method']} stage {s['stage']} ({s['task']}): W = {s['W']}, λ = {s['lambda']:.3f}" for s in sims]
-    lines += ["", "Labels θt gave the selected pseudo inputs (rehearsal_summary.json), per method and stage:", ""]
-    for path in sorted(run.glob("order1/*/stage*/rehearsal_summary.json")):
-        summary = json.loads(path.read_text())
-        labels = summary["label_counts"] or f"{summary['n_distinct_labels']} distinct"
-        lines.append(f"- {path.parent.parent.name} {path.parent.name}: {summary['n_rows']} rows, "
-                     f"{summary['n_evolved']} evolved, {summary['n_empty_label']} empty; labels {labels}")
-    lines += ["", "A few selected pseudo rows per task, with the label SERS's θt gave them:", ""]
-    for path in sorted(run.glob("order1/sers/stage*/rehearsal.jsonl")):
-        rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-        for r in rows[:3]:
-            lines.append(f"- `{path.parent.name}`: {r['input'][:160]!r} → {r['output'][:80]!r}")
+    sections = {
+        "Stage × task ROUGE-L (matrix.csv: the model after each stage, on each task):":
+            [f"- {path.parent.name}: " + "; ".join(stage_scores(path)) for path in sorted(run.glob("order1/*/matrix.csv"))],
+        "Regularisation term against the cross-entropy, last logged step of each stage (adapter/loss.jsonl):":
+            [term_line(path) for path in sorted(run.glob("order1/*/stage*/adapter/loss.jsonl"))
+             if json.loads((path.parent / "train_config.json").read_text()).get("baseline")],
+        "Task similarity (W, λ) per stage:":
+            [f"- {s['method']} stage {s['stage']} ({s['task']}): W = {s['W']}, λ = {s['lambda']:.3f}" for s in sims],
+        "Labels θt gave the selected pseudo inputs (rehearsal_summary.json), per method and stage:":
+            [rehearsal_line(path) for path in sorted(run.glob("order1/*/stage*/rehearsal_summary.json"))],
+        "A few selected pseudo rows per task, with the label SERS's θt gave them:":
+            [f"- `{path.parent.name}`: {r['input'][:160]!r} → {r['output'][:80]!r}"
+             for path in sorted(run.glob("order1/sers/stage*/rehearsal.jsonl")) for r in read_rows(path)[:3]],
+    }
+    for title, items in sections.items():
+        if items:  # a run without SERS (e.g. seq and the baselines) has none of these
+            lines += ["", title, "", *items]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
     print(out.read_text())
