@@ -154,7 +154,27 @@ def bench_blend(peft_model, tok, device, n, new_tokens, batch, chat, n_ref):
             "plain_greedy_tokens_per_s": tokens / t_plain, "blend_vs_plain_greedy": t_plain / t_ours}
 
 
-def bench_prefix(peft_model, tok, device, task, n, batch, new_tokens, chat):
+def profile_step(step, device, out: Path) -> dict:
+    """One call of `step` under torch.profiler (after the timed, warm runs): the operator table sorted by
+    device time (self CPU time on a CPU) and a Chrome trace, to see which attention kernel SDPA picks
+    (flash / memory-efficient / the math path's bmm + softmax) and where the time goes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities, record_shapes=True) as prof:
+        step()
+        sync(device)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table = prof.key_averages().table(sort_by=key, row_limit=30)
+    out.with_suffix(".txt").write_text(table + "\n")
+    prof.export_chrome_trace(str(out.with_suffix(".trace.json")))
+    names = {e.key for e in prof.key_averages()}
+    return {"attention_ops": sorted(n for n in names if "attention" in n or n in ("aten::bmm", "aten::_softmax")),
+            "table": str(out.with_suffix(".txt").relative_to(REPO))}
+
+
+def bench_prefix(peft_model, tok, device, task, n, batch, new_tokens, chat, profile_dir: Path | None = None):
     from sers.training import target_cross_entropy
 
     rows = read_rows(DATA / f"{task}.train.json")[:n]
@@ -175,6 +195,15 @@ def bench_prefix(peft_model, tok, device, task, n, batch, new_tokens, chat):
 
     tok_count, t_shared = timed(lambda: train(True), device)
     _, t_plain = timed(lambda: train(False), device)
+    profiles = {}
+    if profile_dir is not None:  # one training batch of each layout; the operators say why one is slower
+        for shared in (True, False):
+            def step(shared=shared):
+                ce, _ = target_cross_entropy(peft_model, examples[:batch], tok.pad_token_id, shared)
+                ce.backward()
+                opt.zero_grad()
+            name = f"prefix-train-{'shared' if shared else 'plain'}-{device.type}"
+            profiles["shared" if shared else "plain"] = profile_step(step, device, profile_dir / name)
     peft_model.eval()
     prompts = [p for p, _ in examples]
     greedy = Sampling(max_new_tokens=new_tokens)
@@ -185,7 +214,8 @@ def bench_prefix(peft_model, tok, device, task, n, batch, new_tokens, chat):
             "train_tokens_per_s_shared": tok_count / t_shared, "train_tokens_per_s_plain": tok_count / t_plain,
             "train_speedup": t_plain / t_shared,
             "eval_rows_per_s_shared": n / e_shared, "eval_rows_per_s_plain": n / e_plain,
-            "eval_speedup": e_plain / e_shared, "eval_identical_rows": sum(x.token_ids == y.token_ids for x, y in zip(a, b))}
+            "eval_speedup": e_plain / e_shared, "eval_identical_rows": sum(x.token_ids == y.token_ids for x, y in zip(a, b)),
+            **({"profiles": profiles} if profiles else {})}
 
 
 def peak_rss_mib() -> float:
@@ -243,6 +273,8 @@ def main() -> None:
     ap.add_argument("--tokenizer", help="tokenizer folder for --model random-1b (default: the converted SmolLM2)")
     ap.add_argument("--random-hidden", type=int, default=2048)
     ap.add_argument("--random-layers", type=int, default=16)
+    ap.add_argument("--profile", action="store_true",
+                    help="prefix: also profile one shared-prefix and one plain training batch (benchmarks/out/profiles/)")
     ap.add_argument("--reference-rows", type=int, default=0, help="rows for the slow reference loop (0: rows/4)")
     args = ap.parse_args()
     os.environ.setdefault("SERS_NO_PROGRESS", "1")
@@ -267,7 +299,7 @@ def main() -> None:
                             args.reference_rows or max(1, args.rows // 4))
         elif bench == "prefix":
             r = bench_prefix(peft_model, tok, device, args.prefix_task, args.rows, args.batch, args.new_tokens,
-                             args.chat_template)
+                             args.chat_template, REPO / "benchmarks/out/profiles" if args.profile else None)
         else:
             r = bench_memory(args)
         results.append(r)

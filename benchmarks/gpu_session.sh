@@ -23,8 +23,10 @@
 #      preset's GPU-hours per rule (paper_cost-llama2-7b-cuda.json and .md). No tokenizer or weights.
 # STEPS picks steps (default "1 2 3 4"); e.g. `STEPS="1 4" bash benchmarks/gpu_session.sh` for the
 # 7B cost alone (a few minutes: the 7B build, about six training steps, three generation batches).
-# Not covered yet (left for the session that writes it): a torch.profiler trace of one
-# shared-prefix training step (why it is slow on a GPU).
+# Step 2 also profiles one shared-prefix and one plain training batch (torch.profiler, --profile):
+# the operator tables and Chrome traces land in benchmarks/out/profiles/ (copied to $OUT/profiles) and
+# name the attention kernel SDPA picked for each layout — the evidence for why the shared prefix is
+# slow on a GPU (suspect: the explicit [prefix][padding][suffix] mask sends SDPA to the math path).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/out/gpu}
@@ -57,7 +59,8 @@ fi
 if want 2; then
 echo "== 2. generation and training speed on a random ~1B LLaMA (bf16)"
 $PY benchmarks/bench_generation.py --model random-1b --tokenizer "$TOKENIZER" --device cuda --dtype bfloat16 \
-    --rows 64 --batch 16 --new-tokens 64 | tee "$OUT/bench_generation.txt"
+    --rows 64 --batch 16 --new-tokens 64 --profile | tee "$OUT/bench_generation.txt"
+mkdir -p "$OUT/profiles" && cp benchmarks/out/profiles/*.txt "$OUT/profiles/"
 fi
 
 if want 3; then
