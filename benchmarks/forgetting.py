@@ -19,11 +19,9 @@ import time
 from datetime import date
 from pathlib import Path
 
+from sers.io import read_jsonl
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def read_rows(path: Path) -> list[dict]:
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
 
 
 def stage_scores(matrix_csv: Path) -> list[str]:
@@ -33,7 +31,7 @@ def stage_scores(matrix_csv: Path) -> list[str]:
 
 
 def term_line(loss_jsonl: Path) -> str:
-    last = read_rows(loss_jsonl)[-1]
+    last = read_jsonl(loss_jsonl)[-1]
     stage = loss_jsonl.parent.parent
     return (f"- {stage.parent.name} {stage.name}: term {last['baseline_term']:.3g}, CE {last['ce']:.3g} "
             f"(ratio {last['baseline_term'] / last['ce']:.2g})")
@@ -93,7 +91,7 @@ def write_report(run: Path, out: Path, wall: float, command: str) -> None:
             [rehearsal_line(path) for path in sorted(run.glob("order1/*/stage*/rehearsal_summary.json"))],
         "A few selected pseudo rows per task, with the label SERS's θt gave them:":
             [f"- `{path.parent.name}`: {r['input'][:160]!r} → {r['output'][:80]!r}"
-             for path in sorted(run.glob("order1/sers/stage*/rehearsal.jsonl")) for r in read_rows(path)[:3]],
+             for path in sorted(run.glob("order1/sers/stage*/rehearsal.jsonl")) for r in read_jsonl(path)[:3]],
     }
     for title, items in sections.items():
         if items:  # a run without SERS (e.g. seq and the baselines) has none of these

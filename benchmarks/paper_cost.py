@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import gc
 import json
 import os
@@ -69,20 +70,15 @@ FALLBACK_FISHER_OF_TRAIN_ROW = 1.0
 
 # ---- the preset -----------------------------------------------------------------------------------
 
-def _merged(base: dict, over: dict) -> dict:
-    """Snakemake's layering of a --configfile over config/config.yaml (mappings merge key by key)."""
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def load_preset(path: str | Path = PRESET, base: str | Path = REPO / "config/config.yaml") -> dict:
     """The preset layered over the default config as the workflow sees it (validated, defaults filled)."""
+    from snakemake.utils import update_config  # what Snakemake does with a --configfile
+
     from sers.config import apply_user_experiment, validate_config
 
     over = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    config = _merged(yaml.safe_load(Path(base).read_text(encoding="utf-8")) or {}, over)
+    config = yaml.safe_load(Path(base).read_text(encoding="utf-8")) or {}
+    update_config(config, copy.deepcopy(over))
     apply_user_experiment(config, over)
     return validate_config(config, str(path))
 
