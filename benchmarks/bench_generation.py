@@ -6,8 +6,10 @@
 
 Measures, at identical outputs where the comparison is between two implementations:
   synthesis   batched sampling vs batch-1 (same prompts, same max_new_tokens, EOS ignored)
-  blend       KV-cached mixed-adapter blend decoding vs a reference-style loop (two weight copies,
-              no cache, batch 1) and vs plain single-model greedy decoding at the same batch size
+  blend       KV-cached blend decoding (θ0 and θt rows in one batch, routed by LoraRowGate) vs a
+              reference-style loop (two weight copies, no cache, batch 1), vs the same blend routed by
+              peft's mixed-adapter batches, and vs plain greedy decoding at the same batch size; on a
+              GPU also the host syncs per decoding step of each (torch.cuda.set_sync_debug_mode)
   prefix      training and greedy-evaluation tokens/s with and without the shared instruction prefix
   memory      peak memory of blend decoding vs plain greedy decoding (each in a fresh process)
 Results go to benchmarks/out/<name>.json and are printed as one JSON line per measurement.
@@ -133,10 +135,31 @@ def reference_blend(base, tuned, prompt: list[int], alpha: float, new_tokens: in
     return out
 
 
+def host_syncs(fn, device) -> dict | None:
+    """How many synchronising CUDA calls `fn` makes (torch.cuda.set_sync_debug_mode), by call site."""
+    if device.type != "cuda":
+        return None
+    import warnings
+    from collections import Counter
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    sites = Counter(str(w.message).splitlines()[0][:120] for w in caught)
+    return {"total": len(caught), "sites": dict(sites.most_common(8))}
+
+
 def bench_blend(peft_model, tok, device, n, new_tokens, batch, chat, n_ref):
     prompts = eval_prompts(tok, "sa", n, chat)
     greedy = Sampling(max_new_tokens=new_tokens, stop_at_eos=False)
     ours, t_ours = timed(lambda: generate(peft_model, tok, prompts, greedy, batch, blend=Blend(0.5)), device)
+    # the same blend with its θ0 / θt rows routed by peft's mixed-adapter batches instead of LoraRowGate
+    mixed, t_mixed = timed(lambda: generate(peft_model, tok, prompts, greedy, batch, blend=Blend(0.5),
+                                            gate_rows=False), device)
     _, t_plain = timed(lambda: generate(peft_model, tok, prompts, greedy, batch), device)
     # reference: two full weight copies (θ0 = a copy with its adapter switched off, θt = the model),
     # no cache, batch 1; unmerged LoRA in both, so bf16 rounding matches ours
@@ -147,11 +170,21 @@ def bench_blend(peft_model, tok, device, n, new_tokens, batch, chat, n_ref):
     same = sum(r == o.token_ids for r, o in zip(ref, ours[:n_ref]))
     del base_copy
     tokens = n * new_tokens
+    # one batch, `steps` tokens each: host syncs per decoding step of each route (target: one, the all-done check)
+    steps = 8
+    short = Sampling(max_new_tokens=steps, stop_at_eos=False)
+    syncs = {name: host_syncs(lambda kw=kw: generate(peft_model, tok, prompts[:batch], short, batch, **kw), device)
+             for name, kw in (("plain_greedy", {}), ("blend_row_gate", {"blend": Blend(0.5)}),
+                              ("blend_peft_mixed_batch", {"blend": Blend(0.5), "gate_rows": False}))}
     return {"bench": "blend", "rows": n, "new_tokens": new_tokens, "batch": batch,
             "reference_rows": n_ref, "identical_rows": same,
             "ours_tokens_per_s": tokens / t_ours, "reference_tokens_per_s": n_ref * new_tokens / t_ref,
             "speedup_vs_reference": (tokens / t_ours) / (n_ref * new_tokens / t_ref),
-            "plain_greedy_tokens_per_s": tokens / t_plain, "blend_vs_plain_greedy": t_plain / t_ours}
+            "plain_greedy_tokens_per_s": tokens / t_plain, "blend_vs_plain_greedy": t_plain / t_ours,
+            "peft_mixed_batch_tokens_per_s": tokens / t_mixed, "peft_mixed_batch_vs_plain_greedy": t_plain / t_mixed,
+            "peft_mixed_batch_identical_rows": sum(a.token_ids == b.token_ids for a, b in zip(ours, mixed)),
+            "host_syncs_per_step": {k: v and round(v["total"] / steps, 1) for k, v in syncs.items()},
+            "host_sync_sites": syncs}
 
 
 def profile_step(step, device, out: Path) -> dict:

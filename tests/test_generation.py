@@ -105,7 +105,8 @@ def test_seeded_sampling_is_reproducible(model, tok, prompts):
 
 # ---- blend decoding --------------------------------------------------------------------------------
 
-def test_blend_alpha_extremes_reproduce_theta0_and_thetat(lora_model, tok, prompts, mixed_prompts):
+@pytest.mark.parametrize("gate_rows", [True, False], ids=["row-gate", "peft-mixed-batch"])
+def test_blend_alpha_extremes_reproduce_theta0_and_thetat(lora_model, tok, prompts, mixed_prompts, gate_rows):
     for ps in (prompts, mixed_prompts):
         with lora_model.disable_adapter():
             theta0 = generate(lora_model, tok, ps, GREEDY, batch_size=4)
@@ -113,8 +114,10 @@ def test_blend_alpha_extremes_reproduce_theta0_and_thetat(lora_model, tok, promp
         assert ids(theta0) != ids(theta_t)  # the adapter matters, so the test means something
         assert sum(a != b for a, b in zip(ids(theta0), ids(theta_t))) >= 3
         for share in (True, False):
-            base = generate(lora_model, tok, ps, GREEDY, batch_size=4, blend=Blend(alpha=1.0), share_prefix=share)
-            tuned = generate(lora_model, tok, ps, GREEDY, batch_size=4, blend=Blend(alpha=0.0), share_prefix=share)
+            base = generate(lora_model, tok, ps, GREEDY, batch_size=4, blend=Blend(alpha=1.0), share_prefix=share,
+                            gate_rows=gate_rows)
+            tuned = generate(lora_model, tok, ps, GREEDY, batch_size=4, blend=Blend(alpha=0.0), share_prefix=share,
+                             gate_rows=gate_rows)
             assert ids(base) == ids(theta0)
             assert ids(tuned) == ids(theta_t)
             for g, ref in zip(base, theta0):
@@ -148,9 +151,53 @@ def test_cached_blend_equals_uncached_reference(lora_model, tok, prompts, mixed_
     ps = prompts[:3] + mixed_prompts[2:]
     ref = [reference_blend(lora_model, p, 0.5, mode, n, tok.eos_token_id) for p in ps]
     for share in (True, False):
-        got = generate(lora_model, tok, ps, Sampling(max_new_tokens=n), batch_size=5,
-                       blend=Blend(alpha=0.5, mode=mode), share_prefix=share)
-        assert ids(got) == ref, (mode, share)
+        for gate_rows in (True, False):
+            got = generate(lora_model, tok, ps, Sampling(max_new_tokens=n), batch_size=5,
+                           blend=Blend(alpha=0.5, mode=mode), share_prefix=share, gate_rows=gate_rows)
+            assert ids(got) == ref, (mode, share, gate_rows)
+
+
+def test_row_gate_routes_like_peft_mixed_batches(lora_model, tok, prompts, mixed_prompts):
+    """The gate is what a blend uses on a plain LoRA model, and it is θ0 / θt row for row: the same tokens
+    and log-probabilities as peft's mixed-adapter batches, sampling included."""
+    from sers.generation import LoraRowGate
+
+    assert LoraRowGate.for_model(lora_model, "default") is not None
+    assert LoraRowGate.for_model(lora_model, "other") is None  # not the active adapter: peft routes
+    s = Sampling(do_sample=True, temperature=0.9, top_p=0.8, repetition_penalty=1.2, max_new_tokens=10)
+    ps = prompts + mixed_prompts
+    gated = generate(lora_model, tok, ps, s, batch_size=3, seed=4, blend=Blend(alpha=0.3))
+    mixed = generate(lora_model, tok, ps, s, batch_size=3, seed=4, blend=Blend(alpha=0.3), gate_rows=False)
+    assert ids(gated) == ids(mixed)
+    for g, m in zip(gated, mixed):
+        assert g.logprob_sum == pytest.approx(m.logprob_sum, abs=1e-5)
+
+
+def test_row_gate_refuses_a_forward_it_was_not_told_about(lora_model):
+    from sers.generation import LoraRowGate
+
+    gate = LoraRowGate.for_model(lora_model, "default")
+    x = torch.tensor([[5, 6, 7], [5, 6, 8]])
+    with gate, torch.no_grad():
+        gate.route(["__base__", "default"])
+        lora_model(input_ids=x)
+        with pytest.raises(RuntimeError, match="without a gate for its rows"):
+            lora_model(input_ids=x[:1])
+        with pytest.raises(ValueError, match="not \\['teacher'\\]"):
+            gate.route(["__base__", "teacher"])
+    assert not any(layer.lora_A["default"]._forward_pre_hooks for layer in gate.layers)  # hooks removed
+
+
+def test_row_gate_leaves_lora_variants_to_peft(tiny_model_dir):
+    """DoRA rescales the base weights too: gating the LoRA input would not give θ0, so peft routes."""
+    from peft import LoraConfig, get_peft_model
+
+    from sers.generation import LoraRowGate
+    from sers.models import load_model
+
+    dora = get_peft_model(load_model(str(tiny_model_dir), device="cpu"),
+                          LoraConfig(task_type="CAUSAL_LM", r=4, target_modules=["q_proj"], use_dora=True))
+    assert LoraRowGate.for_model(dora, "default") is None
 
 
 def test_blend_logprobs_modes():

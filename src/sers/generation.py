@@ -6,8 +6,9 @@ every row — the same maths, computed once. The same machinery scores continuat
 the teacher-forced training loss, so there is one notion of "a batch" in the whole library.
 
 Blend decoding (label self-evolution, METHOD.md §5) runs θ0 and θt in the same forward: the batch
-holds each row twice, once with the LoRA adapter switched off (peft's mixed-adapter batches,
-`adapter_names="__base__"`), so the weights are read once per step for both models.
+holds each row twice, once with the LoRA adapter switched off, so the weights are read once per step
+for both models. Rows are routed by `LoraRowGate` (a 0/1 gate on the LoRA input, kept on the device)
+where it applies, else by peft's mixed-adapter batches (`adapter_names="__base__"`).
 """
 from __future__ import annotations
 
@@ -121,6 +122,82 @@ def _adapter_kwargs(adapter_names: list[str] | None) -> dict:
     return {} if adapter_names is None else {"adapter_names": adapter_names}
 
 
+BASE_ROWS = "__base__"  # peft's adapter name for "no adapter" in a mixed batch
+
+
+class LoraRowGate:
+    """θ0 rows and θt rows in one batch, routed by a 0/1 gate on every LoRA input instead of peft's
+    mixed-adapter batches.
+
+    peft routes a mixed batch inside every LoRA layer with Python index lists: per layer and forward a
+    host-to-device copy of the indices, a gather of the θt rows and a scatter-add back, and per forward
+    a pre-hook registered on every LoRA module. In a decode loop that is hundreds of small transfers
+    and kernels per token. Here each LoRA A matrix's input is multiplied by a per-row gate that stays
+    on the device (one kernel per layer, no transfer): a gated-off row adds lora_B(lora_A(0)) = 0 to the
+    base output, which is θ0 exactly; a gated-on row is θt exactly.
+
+    Applies to a peft model whose only active adapter is `adapter`, plain LoRA on linear layers (no
+    DoRA or other variant, no LoRA bias, not merged); `for_model` returns None where it does not."""
+
+    def __init__(self, layers: list, adapter: str, device: torch.device):
+        self.layers, self.adapter, self.device = layers, adapter, device
+        self._gates: dict[tuple[str, ...], torch.Tensor] = {}
+        self._gate: torch.Tensor | None = None
+        self._handles: list = []
+
+    @classmethod
+    def for_model(cls, model, adapter: str) -> "LoraRowGate | None":
+        layers = _gateable_lora_layers(model, adapter)
+        return cls(layers, adapter, next(model.parameters()).device) if layers else None
+
+    def __enter__(self) -> "LoraRowGate":
+        self._handles = [layer.lora_A[self.adapter].register_forward_pre_hook(self._gate_input)
+                         for layer in self.layers]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles, self._gate = [], None
+
+    def route(self, adapter_names: list[str] | None) -> dict:
+        """Set the gate for a forward over rows named `adapter_names`; return the model call's kwargs
+        (none: the gate does the routing). Each distinct row layout is copied to the device once."""
+        key = tuple(adapter_names or ())
+        gate = self._gates.get(key)
+        if gate is None:
+            unknown = set(key) - {BASE_ROWS, self.adapter}
+            if not key or unknown:
+                raise ValueError(f"LoraRowGate routes {BASE_ROWS!r} and {self.adapter!r} rows, not {sorted(unknown)}")
+            gate = torch.tensor([name != BASE_ROWS for name in key], dtype=torch.float32, device=self.device)
+            self._gates[key] = gate
+        self._gate = gate
+        return {}
+
+    def _gate_input(self, module, args):
+        x = args[0]
+        if self._gate is None or x.shape[0] != self._gate.shape[0]:
+            raise RuntimeError("LoraRowGate: a forward ran without a gate for its rows (call route first)")
+        return (x * self._gate.to(x.dtype).view(-1, *([1] * (x.dim() - 1))), *args[1:])
+
+
+def _gateable_lora_layers(model, adapter: str) -> list:
+    """The LoRA layers `LoraRowGate` would gate, or [] where it does not apply."""
+    try:
+        from peft.tuners.lora import LoraLayer
+    except ImportError:
+        return []
+    if list(getattr(model, "active_adapters", None) or []) != [adapter]:
+        return []
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer) and adapter in m.lora_A]
+    for m in layers:
+        if (m.merged or adapter in getattr(m, "lora_variant", {}) or getattr(m, "lora_bias", {}).get(adapter)
+                or adapter in getattr(m, "lora_embedding_A", {})
+                or getattr(m.lora_A[adapter], "bias", None) is not None):
+            return []
+    return layers
+
+
 _CACHE_KWARG: dict[type, str] = {}
 
 
@@ -135,7 +212,10 @@ def _cache_kwarg(model) -> str:
 
 
 def _out_cache(out):
-    return getattr(out, "cache", None) if getattr(out, "cache", None) is not None else out.past_key_values
+    try:  # read `past_key_values` only where there is no `cache`: ≥ 5.24 warns that it is deprecated
+        return out.cache
+    except AttributeError:
+        return out.past_key_values
 
 
 def _checkpointing_modules(model) -> list[torch.nn.Module]:
@@ -186,10 +266,13 @@ class _ReadOnlyCache(DynamicCache):
 
 
 def forward_packed(model, batch: PackedBatch, adapter_names: list[str] | None = None,
-                   prefix_adapters: list[str] | None = None, use_cache: bool = False, last_only: bool = False):
+                   prefix_adapters: list[str] | None = None, use_cache: bool = False, last_only: bool = False,
+                   route=_adapter_kwargs):
     """Run the model over a packed batch; return (logits over the suffix [R, S, V], cache, mask).
 
-    `last_only` keeps only the last position's logits (generation needs no more).
+    `last_only` keeps only the last position's logits (generation needs no more). `route` turns a
+    forward's per-row adapter names into the model call's kwargs (peft's `adapter_names` by default,
+    or `LoraRowGate.route`).
 
     With a shared prefix, the prefix runs once per distinct adapter in `prefix_adapters` (rows must
     be grouped by adapter, in that order) and its cache is repeated across the rows of each group.
@@ -207,7 +290,7 @@ def forward_packed(model, batch: PackedBatch, adapter_names: list[str] | None = 
     if p:
         groups = prefix_adapters or [None]
         prefix = batch.prefix.to(device)[None].expand(len(groups), -1)
-        kwargs = _adapter_kwargs(prefix_adapters)
+        kwargs = route(prefix_adapters)
         with _layer_flags(checkpointed, gradient_checkpointing=False):  # the model would turn its cache off
             out = model(input_ids=prefix, use_cache=True, logits_to_keep=1, **kwargs)
         cache = _out_cache(out)
@@ -223,7 +306,7 @@ def forward_packed(model, batch: PackedBatch, adapter_names: list[str] | None = 
     with _layer_flags(layers, _can_checkpoint_with_cache=True):
         out = model(input_ids=suffix, attention_mask=mask, position_ids=positions, **{_cache_kwarg(model): cache},
                     use_cache=(use_cache or p > 0) and not checkpointed, logits_to_keep=1 if last_only else 0,
-                    **_adapter_kwargs(adapter_names))
+                    **route(adapter_names))
     return out.logits, (cache if checkpointed else _out_cache(out)), mask
 
 
@@ -266,7 +349,18 @@ def eos_ids(model, tokenizer) -> set[int]:
 
 @torch.no_grad()
 def _decode_batch(model, tokenizer, seqs: list[list[int]], sampling: Sampling, generator: torch.Generator | None,
-                  blend: Blend | None, share_prefix: bool) -> list[Generated]:
+                  blend: Blend | None, share_prefix: bool, gate_rows: bool = True) -> list[Generated]:
+    """Decode one batch; a blend routes its θ0 / θt rows with `LoraRowGate` where it applies (and
+    `gate_rows`), else with peft's mixed-adapter batches."""
+    gate = LoraRowGate.for_model(model, blend.adapter) if blend is not None and gate_rows else None
+    if gate is None:
+        return _decode_loop(model, tokenizer, seqs, sampling, generator, blend, share_prefix, _adapter_kwargs)
+    with gate:
+        return _decode_loop(model, tokenizer, seqs, sampling, generator, blend, share_prefix, gate.route)
+
+
+def _decode_loop(model, tokenizer, seqs: list[list[int]], sampling: Sampling, generator: torch.Generator | None,
+                 blend: Blend | None, share_prefix: bool, route) -> list[Generated]:
     device = next(model.parameters()).device
     n = len(seqs)
     stop_ids = eos_ids(model, tokenizer)
@@ -276,10 +370,10 @@ def _decode_batch(model, tokenizer, seqs: list[list[int]], sampling: Sampling, g
         adapters = None
     else:  # each row twice: θ0 (adapter off) then θt, one forward for both
         batch = pack(seqs + seqs, tokenizer.pad_token_id, share_prefix)
-        adapters = ["__base__"] * n + [blend.adapter] * n
+        adapters = [BASE_ROWS] * n + [blend.adapter] * n
         logits, cache, mask = forward_packed(model, batch, adapter_names=adapters,
-                                             prefix_adapters=["__base__", blend.adapter], use_cache=True,
-                                             last_only=True)
+                                             prefix_adapters=[BASE_ROWS, blend.adapter], use_cache=True,
+                                             last_only=True, route=route)
     next_logits = logits[:, -1, :].float()
     positions = (batch.prefix_len + batch.suffix_mask.sum(-1)).to(device)  # next position per row
     vocab = next_logits.shape[-1]
@@ -322,7 +416,7 @@ def _decode_batch(model, tokenizer, seqs: list[list[int]], sampling: Sampling, g
         mask = torch.cat([mask, torch.ones(rows, 1, dtype=mask.dtype, device=device)], dim=1)
         # `positions` already has a row per packed row (both copies of every row when blending)
         out = model(input_ids=step_tokens[:, None], attention_mask=mask, position_ids=positions[:, None],
-                    **{_cache_kwarg(model): cache}, use_cache=True, **_adapter_kwargs(adapters))
+                    **{_cache_kwarg(model): cache}, use_cache=True, **route(adapters))
         cache = _out_cache(out)
         next_logits = out.logits[:, -1, :].float()
         positions = positions + 1
@@ -346,11 +440,12 @@ def batches_by_length(seqs: Sequence[Sequence[int]], batch_size: int) -> list[li
 
 def generate(model, tokenizer, prompts: Sequence[Sequence[int]], sampling: Sampling, batch_size: int = 8,
              seed: int = 0, blend: Blend | None = None, share_prefix: bool = True,
-             desc: str | None = None) -> list[Generated]:
+             desc: str | None = None, gate_rows: bool = True) -> list[Generated]:
     """Generate a continuation for every prompt (token ids), in input order.
 
     Sampling draws from a generator seeded by `seed` and the batch's position, so the same inputs
-    and settings give the same outputs on the same device.
+    and settings give the same outputs on the same device. `gate_rows=False` routes a blend's rows
+    with peft's mixed-adapter batches even where `LoraRowGate` applies (for comparison).
     """
     prompts = [list(p) for p in prompts]
     results: list[Generated | None] = [None] * len(prompts)
@@ -361,7 +456,7 @@ def generate(model, tokenizer, prompts: Sequence[Sequence[int]], sampling: Sampl
         if sampling.do_sample:
             gen = torch.Generator(device=device).manual_seed(seed * 1_000_003 + b)
         for i, g in zip(idx, _decode_batch(model, tokenizer, [prompts[i] for i in idx], sampling, gen, blend,
-                                           share_prefix)):
+                                           share_prefix, gate_rows)):
             results[i] = g
     return results  # type: ignore[return-value]
 
