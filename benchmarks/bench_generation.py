@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from sers.data import read_rows
-from sers.generation import Blend, Sampling, generate
+from sers.generation import Blend, Sampling, generate, pack
 from sers.models import build_tiny_model, load_model, load_tokenizer
 from sers.prompts import encode_example, encode_plain, encode_prompt
 from sers.synthesis import REFERENCE_INFILL_TEMPLATE, SynthesisSettings, plan_jobs
@@ -226,6 +226,8 @@ def bench_prefix(peft_model, tok, device, task, n, batch, new_tokens, chat, prof
             total += sum(len(p) + len(t) for p, t in part)
         return total
 
+    seqs = [list(p) + list(t) for p, t in examples]
+    prefix_lens = [pack(seqs[b:b + batch], tok.pad_token_id, share_prefix=True).prefix_len for b in range(0, n, batch)]
     tok_count, t_shared = timed(lambda: train(True), device)
     _, t_plain = timed(lambda: train(False), device)
     profiles = {}
@@ -244,6 +246,7 @@ def bench_prefix(peft_model, tok, device, task, n, batch, new_tokens, chat, prof
     b, e_plain = timed(lambda: generate(peft_model, tok, prompts, greedy, batch, share_prefix=False), device)
     return {"bench": "prefix", "task": task, "rows": n, "batch": batch,
             "prompt_tokens_mean": sum(map(len, prompts)) / n,
+            "shared_prefix_tokens_mean": sum(prefix_lens) / len(prefix_lens),
             "train_tokens_per_s_shared": tok_count / t_shared, "train_tokens_per_s_plain": tok_count / t_plain,
             "train_speedup": t_plain / t_shared,
             "eval_rows_per_s_shared": n / e_shared, "eval_rows_per_s_plain": n / e_plain,
@@ -299,7 +302,8 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=16)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--new-tokens", type=int, default=24)
-    ap.add_argument("--prefix-task", default="pos")
+    ap.add_argument("--prefix-task", nargs="+", default=["pos"],
+                    help="tasks for the shared-prefix bench (pos: long instruction; sa: the shortest prompts)")
     ap.add_argument("--chat-template", action="store_true")
     ap.add_argument("--only", nargs="*", default=["synthesis", "blend", "prefix", "memory"])
     ap.add_argument("--memory-child", choices=["plain", "blend"])
@@ -330,13 +334,15 @@ def main() -> None:
         elif bench == "blend":
             r = bench_blend(peft_model, tok, device, args.rows, args.new_tokens, args.batch, args.chat_template,
                             args.reference_rows or max(1, args.rows // 4))
-        elif bench == "prefix":
-            r = bench_prefix(peft_model, tok, device, args.prefix_task, args.rows, args.batch, args.new_tokens,
-                             args.chat_template, REPO / "benchmarks/out/profiles" if args.profile else None)
+        elif bench == "prefix":  # the profile for the first task only
+            r = [bench_prefix(peft_model, tok, device, task, args.rows, args.batch, args.new_tokens, args.chat_template,
+                              REPO / "benchmarks/out/profiles" if args.profile and i == 0 else None)
+                 for i, task in enumerate(args.prefix_task)]
         else:
             r = bench_memory(args)
-        results.append(r)
-        print(json.dumps({**r, "model": name}), flush=True)
+        for one in r if isinstance(r, list) else [r]:
+            results.append(one)
+            print(json.dumps({**one, "model": name}), flush=True)
     out = REPO / "benchmarks/out" / f"generation-{name}-{args.device}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({**meta, "results": results}, indent=2) + "\n")

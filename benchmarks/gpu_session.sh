@@ -3,6 +3,7 @@
 #
 #   bash benchmarks/gpu_prepare.sh                        # here, once: fills .device/ (wheels, tokenizer, encoder)
 #   run(command="bash benchmarks/gpu_session.sh", carry=[".device"], timeout_s=590)
+#   tar xzf <files_at>/gpu-session.tar.gz && .venv/bin/python benchmarks/gpu_report.py gpu   # the Markdown
 #
 # The device has no network and its image holds torch but not snakemake and other locked packages:
 # the wheels in .device/wheels (the lock's versions) go to /tmp/site, ahead of the image's packages.
@@ -58,7 +59,7 @@ fi
 export PYTHONPATH="${SITE:+$SITE:}src${PYTHONPATH:+:$PYTHONPATH}"
 TOKENIZER=${TOKENIZER:-$CARRIED/tokenizer}
 PAPER_ARGS=${PAPER_ARGS:---shape llama2-7b --memory-limit-gib 79}
-BENCH_ARGS=${BENCH_ARGS:---model random-1b --tokenizer $TOKENIZER --rows 32 --batch 16 --new-tokens 48 --reference-rows 4}
+BENCH_ARGS=${BENCH_ARGS:---model random-1b --tokenizer $TOKENIZER --rows 32 --batch 16 --new-tokens 48 --reference-rows 4 --prefix-task pos sa}
 export PY WORK CARRIED CORES DEVICE DTYPE PAPER_ARGS BENCH_ARGS TINY_METHODS
 
 # run_step N LIMIT_S CMD...: a step under its own time limit; its output goes to $WORK/stepN.log

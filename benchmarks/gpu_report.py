@@ -1,0 +1,121 @@
+"""The Markdown of a device session (benchmarks/gpu_session.sh), for benchmarks/README.md.
+
+    tar xzf gpu-session.tar.gz && .venv/bin/python benchmarks/gpu_report.py gpu > gpu-report.md
+
+Reads what the session left in its work folder: the machine and package versions (step1.log), the
+generation benchmark's JSON (step 2), the paper-cost table (step 4), the tiny experiment's CUDA vs
+CPU comparison (step 3) and each step's exit status (summary.txt). Each measurement is set against
+the target of the issue "The GPU path"; a missing step is said to be missing, not left out.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+# (bench, key, target, at least?): the issue's targets, and those benchmarks/README.md already used
+TARGETS = {
+    ("synthesis", "speedup"): (4.0, "batched vs batch-1 synthesis"),
+    ("blend", "speedup_vs_reference"): (30.0, "blend decoding vs the reference loop"),
+    ("blend", "blend_vs_plain_greedy"): (0.8, "blend decoding (LoraRowGate) vs plain greedy"),
+    ("blend", "peft_mixed_batch_vs_plain_greedy"): (0.8, "blend decoding (peft mixed batches) vs plain greedy"),
+}
+LONG, SHORT = "pos", "sa"  # the long-instruction task and the one with the shortest prompts
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.2f}×"
+
+
+def _verdict(value: float, target: float, at_least: bool = True) -> str:
+    ok = value >= target if at_least else value <= target
+    return "met" if ok else "**missed**"
+
+
+def generation_rows(results: list[dict]) -> list[str]:
+    rows = ["| measurement | result | target | |", "|---|---|---|---|"]
+    by_bench = {}
+    for r in results:
+        by_bench.setdefault(r["bench"], []).append(r)
+    for (bench, key), (target, label) in TARGETS.items():
+        for r in by_bench.get(bench, []):
+            if key in r:
+                detail = ""
+                if key == "speedup":
+                    detail = f" ({r['batch1_rows_per_s']:.2f} → {r['batched_rows_per_s']:.2f} rows/s)"
+                elif key == "speedup_vs_reference":
+                    detail = (f" ({r['reference_tokens_per_s']:.1f} → {r['ours_tokens_per_s']:.1f} tok/s; "
+                              f"{r['identical_rows']} of {r['reference_rows']} rows identical)")
+                elif key == "blend_vs_plain_greedy":
+                    detail = f" ({r['ours_tokens_per_s']:.1f} vs {r['plain_greedy_tokens_per_s']:.1f} tok/s)"
+                elif key == "peft_mixed_batch_vs_plain_greedy":
+                    detail = (f" ({r['peft_mixed_batch_tokens_per_s']:.1f} tok/s; "
+                              f"{r['peft_mixed_batch_identical_rows']} of {r['rows']} rows as the gate's)")
+                rows.append(f"| {label} | **{_fmt(r[key])}**{detail} | ≥ {target:g}× | {_verdict(r[key], target)} |")
+    for r in by_bench.get("blend", []):
+        for route, per_step in (r.get("host_syncs_per_step") or {}).items():
+            if per_step is not None:
+                rows.append(f"| host syncs per decoding step, {route.replace('_', ' ')} | {per_step:g} | "
+                            f"{'≤ 1' if route != 'blend_peft_mixed_batch' else '–'} | "
+                            f"{_verdict(per_step, 1.0, at_least=False) if route != 'blend_peft_mixed_batch' else ''} |")
+    for r in by_bench.get("prefix", []):
+        long_task = r["task"] == LONG
+        target = 2.0 if long_task else 1.0
+        what = "long instruction" if long_task else "short prompts" if r["task"] == SHORT else "prompts"
+        shape = (f"`{r['task']}`, {r['prompt_tokens_mean']:.0f}-token prompts, "
+                 f"{r.get('shared_prefix_tokens_mean', float('nan')):.0f} shared")
+        rows.append(f"| training tokens/s, shared prefix vs not ({shape}) | **{_fmt(r['train_speedup'])}** "
+                    f"({r['train_tokens_per_s_plain']:.0f} → {r['train_tokens_per_s_shared']:.0f} tok/s) | "
+                    f"≥ {target:g}× ({what}) | {_verdict(r['train_speedup'], target)} |")
+        rows.append(f"| greedy evaluation rows/s, shared prefix vs not (`{r['task']}`) | **{_fmt(r['eval_speedup'])}** "
+                    f"({r['eval_identical_rows']} of {r['rows']} rows identical) | ≥ {target:g}× ({what}) | "
+                    f"{_verdict(r['eval_speedup'], target)} |")
+        for layout, prof in (r.get("profiles") or {}).items():
+            rows.append(f"| attention operators, {layout} layout (`{r['task']}` training batch) | "
+                        f"{', '.join(prof['attention_ops']) or '–'} | | |")
+    for r in by_bench.get("memory", []):
+        rows.append(f"| peak memory, blend vs plain greedy | **{_fmt(r['ratio'])}** ({r['blend_peak_mib']:.0f} vs "
+                    f"{r['plain_greedy_peak_mib']:.0f} MiB) | ≤ 1.15× | {_verdict(r['ratio'], 1.15, at_least=False)} |")
+    return rows
+
+
+def report(work: Path) -> str:
+    out = ["## GPU session (`benchmarks/gpu_session.sh`)", ""]
+    machine = work / "step1.log"
+    out += ["Machine and packages (step 1):", "", "```",
+            machine.read_text().strip() if machine.exists() else "step 1 did not run", "```", ""]
+    status = work / "summary.txt"
+    out += ["Steps:", "", "```", status.read_text().strip() if status.exists() else "no summary.txt", "```", ""]
+
+    generation = sorted(work.glob("generation-*.json"))
+    out += ["### Generation and training speed (step 2)", ""]
+    if generation:
+        for path in generation:
+            data = json.loads(path.read_text())
+            out += [f"{data['date']}, {data.get('gpu') or data['machine']}, {data['model']}, {data['dtype']} "
+                    f"(`{path.name}`):", ""]
+            out += generation_rows(data["results"]) + [""]
+    else:
+        out += ["Step 2 left no results.", ""]
+
+    out += ["### The paper preset's cost (step 4)", ""]
+    cost = sorted(work.glob("paper_cost-*.md"))
+    out += [cost[0].read_text().strip(), ""] if cost else ["Step 4 left no table.", ""]
+
+    out += ["### The tiny experiment on CUDA vs CPU (step 3)", ""]
+    step3 = work / "step3.log"
+    lines = [ln for ln in step3.read_text().splitlines()
+             if "ROUGE-L" in ln or "matrix" in ln or "compared" in ln or "failed" in ln] if step3.exists() else []
+    out += (["```", *lines, "```"] if lines else ["Step 3 left no comparison."]) + [""]
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("work", type=Path, help="the session's work folder (gpu/ in gpu-session.tar.gz)")
+    args = ap.parse_args()
+    print(report(args.work))
+
+
+if __name__ == "__main__":
+    main()
