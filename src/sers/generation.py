@@ -141,6 +141,7 @@ class LoraRowGate:
 
     def __init__(self, layers: list, adapter: str, device: torch.device):
         self.layers, self.adapter, self.device = layers, adapter, device
+        self.dtype = layers[0].lora_A[adapter].weight.dtype  # peft casts the LoRA input to it: no cast per layer
         self._gates: dict[tuple[str, ...], torch.Tensor] = {}
         self._gate: torch.Tensor | None = None
         self._handles: list = []
@@ -169,7 +170,7 @@ class LoraRowGate:
             unknown = set(key) - {BASE_ROWS, self.adapter}
             if not key or unknown:
                 raise ValueError(f"LoraRowGate routes {BASE_ROWS!r} and {self.adapter!r} rows, not {sorted(unknown)}")
-            gate = torch.tensor([name != BASE_ROWS for name in key], dtype=torch.float32, device=self.device)
+            gate = torch.tensor([name != BASE_ROWS for name in key], dtype=self.dtype, device=self.device)
             self._gates[key] = gate
         self._gate = gate
         return {}
