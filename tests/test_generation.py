@@ -9,6 +9,7 @@ os.environ.setdefault("SERS_NO_PROGRESS", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from torch.overrides import TorchFunctionMode  # noqa: E402
 
 from sers.generation import Blend, Sampling, continuation_logprobs, generate, pack  # noqa: E402
 
@@ -91,6 +92,36 @@ def test_greedy_logprob_sum_is_the_chosen_tokens_logprob(model, tok, prompts):
         direct = continuation_logprobs(model, tok.pad_token_id, [p], [g.token_ids])[0]
         assert g.logprob_sum == pytest.approx(sum(direct), abs=1e-4)
         assert g.mean_logprob == pytest.approx(g.logprob_sum / 6)
+
+
+class HostReads(TorchFunctionMode):
+    """Counts the calls that read a tensor's values on the host (`bool(t)`, `t.item()`, `t.tolist()`, …):
+    each is a host sync on a GPU, so a CPU run can count what a GPU run would wait for."""
+
+    READS = {"__bool__", "item", "tolist", "__int__", "__float__", "__index__", "cpu", "numpy", "nonzero"}
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.count += getattr(func, "__name__", "") in self.READS
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("blend", [None, Blend(alpha=0.5)], ids=["greedy", "blend"])
+def test_decoding_reads_the_device_once_per_step(lora_model, tok, prompts, mixed_prompts, blend):
+    """One host sync per decoding step (the all-done check), padded batch or not: transformers would add
+    one per step to check a 2D padding mask, so the steps get a ready 4D mask or none."""
+    def reads(ps, steps):
+        with HostReads() as counter:
+            generate(lora_model, tok, ps, Sampling(max_new_tokens=steps, stop_at_eos=False), batch_size=len(ps),
+                     blend=blend)
+        return counter.count
+
+    same_length = task_prompts(tok, "sa", 3, lengths=[45, 45, 45])
+    for ps in (prompts, mixed_prompts, same_length):  # shared prefix + padding, padding alone, neither
+        assert reads(ps, 9) - reads(ps, 5) == 4, len(ps)
 
 
 def test_seeded_sampling_is_reproducible(model, tok, prompts):

@@ -348,6 +348,19 @@ def eos_ids(model, tokenizer) -> set[int]:
     return {i for i in ids if i is not None}
 
 
+def _decoding_mask(model, batch: PackedBatch, mask: torch.Tensor) -> torch.Tensor | None:
+    """The attention mask of the decoding steps: none when no row is padded, else a ready 4D additive
+    mask [rows, 1, 1, keys] (0 where a row attends, the dtype's minimum at its padding).
+
+    Given the 2D padding mask instead, transformers checks on every step whether it is all ones
+    (`masking_utils`: `fast_all(padding_mask)`), a host sync per token on a GPU; a 4D mask is used as
+    it is. Whether any row is padded is read from the packed batch, which is still on the host."""
+    if not bool((batch.suffix_mask == 0).any()):
+        return None
+    dtype = getattr(model, "dtype", None) or next(model.parameters()).dtype
+    return (1.0 - mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
+
+
 @torch.no_grad()
 def _decode_batch(model, tokenizer, seqs: list[list[int]], sampling: Sampling, generator: torch.Generator | None,
                   blend: Blend | None, share_prefix: bool, gate_rows: bool = True) -> list[Generated]:
@@ -377,6 +390,7 @@ def _decode_loop(model, tokenizer, seqs: list[list[int]], sampling: Sampling, ge
                                              last_only=True, route=route)
     next_logits = logits[:, -1, :].float()
     positions = (batch.prefix_len + batch.suffix_mask.sum(-1)).to(device)  # next position per row
+    step_mask = _decoding_mask(model, batch, mask)
     vocab = next_logits.shape[-1]
     seen = None
     if sampling.repetition_penalty != 1.0:
@@ -413,10 +427,10 @@ def _decode_loop(model, tokenizer, seqs: list[list[int]], sampling: Sampling, ge
         if bool(done.all()):
             break
         step_tokens = token if blend is None else torch.cat([token, token])
-        rows = step_tokens.shape[0]
-        mask = torch.cat([mask, torch.ones(rows, 1, dtype=mask.dtype, device=device)], dim=1)
+        if step_mask is not None:  # the new token is seen by every row
+            step_mask = torch.cat([step_mask, step_mask.new_zeros(step_mask.shape[0], 1, 1, 1)], dim=-1)
         # `positions` already has a row per packed row (both copies of every row when blending)
-        out = model(input_ids=step_tokens[:, None], attention_mask=mask, position_ids=positions[:, None],
+        out = model(input_ids=step_tokens[:, None], attention_mask=step_mask, position_ids=positions[:, None],
                     **{_cache_kwarg(model): cache}, use_cache=True, **route(adapters))
         cache = _out_cache(out)
         next_logits = out.logits[:, -1, :].float()
