@@ -363,18 +363,8 @@ def _decoding_mask(model, batch: PackedBatch, mask: torch.Tensor) -> torch.Tenso
 
 @torch.no_grad()
 def _decode_batch(model, tokenizer, seqs: list[list[int]], sampling: Sampling, generator: torch.Generator | None,
-                  blend: Blend | None, share_prefix: bool, gate_rows: bool = True) -> list[Generated]:
-    """Decode one batch; a blend routes its θ0 / θt rows with `LoraRowGate` where it applies (and
-    `gate_rows`), else with peft's mixed-adapter batches."""
-    gate = LoraRowGate.for_model(model, blend.adapter) if blend is not None and gate_rows else None
-    if gate is None:
-        return _decode_loop(model, tokenizer, seqs, sampling, generator, blend, share_prefix, _adapter_kwargs)
-    with gate:
-        return _decode_loop(model, tokenizer, seqs, sampling, generator, blend, share_prefix, gate.route)
-
-
-def _decode_loop(model, tokenizer, seqs: list[list[int]], sampling: Sampling, generator: torch.Generator | None,
-                 blend: Blend | None, share_prefix: bool, route) -> list[Generated]:
+                  blend: Blend | None, share_prefix: bool, route) -> list[Generated]:
+    """Decode one batch; `route` routes a blend's θ0 / θt rows (see `forward_packed`)."""
     device = next(model.parameters()).device
     n = len(seqs)
     stop_ids = eos_ids(model, tokenizer)
@@ -466,13 +456,17 @@ def generate(model, tokenizer, prompts: Sequence[Sequence[int]], sampling: Sampl
     results: list[Generated | None] = [None] * len(prompts)
     groups = batches_by_length(prompts, batch_size)
     device = next(model.parameters()).device
-    for b, idx in enumerate(progress(groups, desc=desc or "generate", unit="batch")):
-        gen = None
-        if sampling.do_sample:
-            gen = torch.Generator(device=device).manual_seed(seed * 1_000_003 + b)
-        for i, g in zip(idx, _decode_batch(model, tokenizer, [prompts[i] for i in idx], sampling, gen, blend,
-                                           share_prefix, gate_rows)):
-            results[i] = g
+    # a blend's rows are routed by one LoraRowGate for every batch where it applies, else by peft
+    gate = LoraRowGate.for_model(model, blend.adapter) if blend is not None and gate_rows else None
+    with gate or contextlib.nullcontext():
+        route = gate.route if gate is not None else _adapter_kwargs
+        for b, idx in enumerate(progress(groups, desc=desc or "generate", unit="batch")):
+            gen = None
+            if sampling.do_sample:
+                gen = torch.Generator(device=device).manual_seed(seed * 1_000_003 + b)
+            for i, g in zip(idx, _decode_batch(model, tokenizer, [prompts[i] for i in idx], sampling, gen, blend,
+                                               share_prefix, route)):
+                results[i] = g
     return results  # type: ignore[return-value]
 
 
