@@ -13,7 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-# (bench, key, target, at least?): the targets, and those benchmarks/README.md already used
+# (bench, key) -> (target, what): the targets, and those benchmarks/README.md already used (all "at least")
 TARGETS = {
     ("synthesis", "speedup"): (4.0, "batched vs batch-1 synthesis"),
     ("blend", "speedup_vs_reference"): (30.0, "blend decoding vs the reference loop"),
