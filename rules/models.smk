@@ -27,5 +27,6 @@ rule build_tiny_model:
     params:
         tiny=config["model"]["tiny"],
         seed=config["seed"],
+        max_line_bytes=config["data"]["max_line_bytes"],
     script:
         "../workflow/scripts/build_tiny_model.py"
