@@ -44,8 +44,11 @@ lint: $(BIN)/.installed
 # Three workers on two cores, a test file at a time: test_dag.py (every test of the one tiny DAG run)
 # stays on one worker, the SLURM cluster test (mostly waiting on sacct, CPU idle) on another, and the
 # unit tests on the third use the cores the waiting leaves (7 min instead of 11 with two workers).
+# --no-loadscope-reorder keeps conftest's order (those two files first; xdist would otherwise start
+# the files with the most tests), and conftest lowers every other test's CPU priority, so the tiny
+# DAG run, the critical path, is not the last to end.
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest -q -n 3 --dist loadfile tests
+	$(BIN)/python -m pytest -q -n 3 --dist loadfile --no-loadscope-reorder tests
 
 # The full NI-c012 data from a Super-NaturalInstructions checkout (github.com/allenai/natural-instructions):
 #   make data SUPERNI=/path/to/natural-instructions [OUT=data/ni-c012] [ARGS='--seed 3 --force']

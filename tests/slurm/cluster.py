@@ -325,6 +325,9 @@ SlurmctldLogFile={run}/log/slurmctld.log
 SlurmdLogFile={run}/log/slurmd.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
+# Jobs run at the nice value of the sbatch that submitted them (not slurmd's): a test that lowers
+# its CPU priority lowers its jobs' too.
+PropagatePrioProcess=1
 TaskProlog={task_prolog}
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
