@@ -1,12 +1,17 @@
 """The plan without running it: the paper preset's dry-run, what a config file plans, replicates,
 penalty variants, the start-up refusal of too-small data, and the linters. No DAG is run here, so
 these tests share a pytest worker with the slow SLURM test while test_dag.py builds the tiny run."""
-import time
-
 from conftest import ALL_METHODS, BASELINE_METHODS
 
+# the rules that ask SLURM for a GPU (profiles/slurm; rules/resources.smk): the rest run on a CPU
+GPU_RULES = {"synthesize", "train_first_stage", "train_stage", "task_similarity", "label_rehearsal", "evaluate",
+             "train_mtl", "fisher"}
 
-def test_paper_preset_plans_every_task_and_method():
+
+def test_paper_preset_plans_every_task_and_method_with_gpus_on_exactly_the_gpu_rules():
+    """`snakemake -n --profile profiles/slurm` of the paper preset (one dry-run of its ~3300 jobs serves both
+    checks: what it plans, and that GPU requests go to the GPU rules only)."""
+    import re
     import tempfile
     from pathlib import Path
 
@@ -14,9 +19,8 @@ def test_paper_preset_plans_every_task_and_method():
 
     with tempfile.TemporaryDirectory() as d:
         wf = Workflow(Path(d))
-        start = time.time()
-        jobs = wf.planned_jobs("--configfile", "config/experiments/paper-llama2-7b.yaml")
-        elapsed = time.time() - start
+        proc = wf.snakemake("-n", "--profile", "profiles/slurm", "--configfile", "config/experiments/paper-llama2-7b.yaml")
+        jobs = wf.parse_planned_jobs(proc)
     synth = {(w["kind"], w["task"]) for r, w in jobs if r == "synthesize"}
     assert len(synth) == 20  # 10 tasks × {mask, icl}
     trained = {(w["order"], w["method"]) for r, w in jobs if r == "train_stage"}
@@ -32,7 +36,16 @@ def test_paper_preset_plans_every_task_and_method():
     evaluated = [w["modeldir"] for r, w in jobs if r == "evaluate"]
     assert len(evaluated) == len(set(evaluated)) == 2 + 3 + 3 * 12 * 9
     assert sum(r == "score_eval" for r, _ in jobs) == 10 * len(evaluated)  # eval.all_tasks: every task each
-    assert elapsed < 60
+    gpu, cpu, rule = set(), set(), None
+    for line in (proc.stdout + proc.stderr).splitlines():
+        m = re.match(r"^(local)?rule (\S+):$", line.strip())
+        if m:
+            rule = m.group(2)
+        elif line.strip().startswith("resources:") and rule:
+            (gpu if re.search(r"\bgpu=1\b", line) and "gpu_model=a100" in line else cpu).add(rule)
+            rule = None
+    assert gpu == GPU_RULES
+    assert not gpu & cpu and {"filter_pseudo", "select_pseudo", "metrics", "embed_pseudo", "score_eval"} <= cpu
 
 
 def test_penalty_variants_are_methods_of_their_own(workflow_dir):
@@ -42,6 +55,19 @@ def test_penalty_variants_are_methods_of_their_own(workflow_dir):
         assert ("train_stage", {"order": "order1", "method": method, "stage": "2", "task": "pe"}) in jobs
         assert ("task_similarity", {"order": "order1", "method": method, "stage": "2", "task": "pe"}) in jobs
     assert {w["kind"] for r, w in jobs if r == "synthesize"} == {"mask"}
+
+
+def test_sers_noreg_plans_sers_stages_without_a_penalty(workflow_dir):
+    """The ablation the tiny run leaves out (config/tiny.yaml): sers' rehearsal chain, no similarity job."""
+    cfg = workflow_dir.write_config("noreg.yaml", {"methods": ["sers", "sers-noreg"]})
+    jobs = workflow_dir.planned_jobs("--configfile", "config/tiny.yaml", cfg)
+    for rule in ("train_stage", "label_rehearsal", "task_similarity"):
+        planned = {(w["method"], w["stage"]) for r, w in jobs if r == rule}
+        if rule == "task_similarity":
+            assert planned == {("sers", "2")}
+        else:
+            stages = {"2"} if rule == "train_stage" else {"1", "2"}
+            assert planned == {(m, s) for m in ("sers", "sers-noreg") for s in stages}, rule
 
 
 def test_a_config_file_plans_exactly_its_own_experiment(workflow_dir):
