@@ -147,7 +147,12 @@ step4() {
 export -f step1 step2 step3 step4
 
 # 9 min 15 s at most in all (LIMIT_1 … LIMIT_4 override a step's), for a device call's timeout_s of 590.
-# Rehearsed on this 2-core CPU (DEVICE=cpu, tiny shapes): install 4 s, step 3 (six methods) 142 s.
+# Rehearsed on this 2-core CPU (DEVICE=cpu, tiny shapes), 2026-11-28: steps 1, 4, 2, 3 took 7, 14, 29 and
+# 121 s. The rehearsal (the carried wheels are for the device image's Python; leave them out here):
+#   mkdir -p /tmp/r && ln -s $PWD/.device/{tokenizer,embedder,tiny-device.yaml} /tmp/r/ &&
+#   CARRIED=/tmp/r DEVICE=cpu DTYPE=float32 CORES=2 OUT=/tmp/r/out WORK=/tmp/r/work PAPER_ARGS="--shape tiny" \
+#   BENCH_ARGS="--model random-1b --tokenizer /tmp/r/tokenizer --random-hidden 64 --random-layers 2 --rows 8 \
+#   --batch 4 --new-tokens 8 --reference-rows 2 --prefix-task pos sa" bash benchmarks/gpu_session.sh
 declare -A LIMIT=([1]=45 [2]=150 [3]=200 [4]=160)
 for n in $STEPS; do
     limit_var="LIMIT_$n"
