@@ -25,6 +25,9 @@ SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 ALL_METHODS = ("seq", "replay", "ssr", "sers", "mtl", "sers-noreg", "sers-nose", "sers-icl")
 BASELINE_METHODS = ("replay-kmeans", "ewc", "l2", "lwf", "olora")
 TINY_RUN_METHODS = tuple(m for m in ALL_METHODS if m != "sers-noreg")
+# the rules that ask SLURM for a GPU (rules/resources.smk); every other rule runs on a CPU
+GPU_RULES = frozenset({"synthesize", "train_first_stage", "train_stage", "task_similarity", "label_rehearsal",
+                       "evaluate", "train_mtl", "fisher"})
 # Snakemake's default ILP scheduler runs a CBC solve every scheduling round (110 in the tiny run);
 # the greedy one picks the same jobs here (no resource limits) without it
 SCHEDULER = ("--scheduler", "greedy")
@@ -105,9 +108,9 @@ _YIELDED: list[bool] = []
 
 @pytest.fixture(autouse=True)
 def _yield_the_cpu_to_the_tiny_dag_run(request):
-    """The tiny DAG run and the tests that follow it on its worker are the suite's critical path (about
-    six of its eight minutes on two cores); every other test process lowers its CPU priority once, so
-    that run gets the cores first and the rest fill what it leaves."""
+    """The tiny DAG run and the tests that follow it on its worker are the suite's critical path (the
+    worker that ends last); every other test process lowers its CPU priority once, so that run gets the
+    cores first and the rest fill what it leaves."""
     if request.path.name != "test_dag.py" and not _YIELDED:
         os.nice(10)
         _YIELDED.append(True)

@@ -1,11 +1,7 @@
 """The plan without running it: the paper preset's dry-run, what a config file plans, replicates,
 penalty variants, the start-up refusal of too-small data, and the linters. No DAG is run here, so
 these tests share a pytest worker with the slow SLURM test while test_dag.py builds the tiny run."""
-from conftest import ALL_METHODS, BASELINE_METHODS
-
-# the rules that ask SLURM for a GPU (profiles/slurm; rules/resources.smk): the rest run on a CPU
-GPU_RULES = {"synthesize", "train_first_stage", "train_stage", "task_similarity", "label_rehearsal", "evaluate",
-             "train_mtl", "fisher"}
+from conftest import ALL_METHODS, BASELINE_METHODS, GPU_RULES
 
 
 def test_paper_preset_plans_every_task_and_method_with_gpus_on_exactly_the_gpu_rules():

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import GPU_RULES
+
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent
 
@@ -61,8 +63,7 @@ class WorkflowCase:
     job_counts: dict = dataclasses.field(default_factory=dict)  # SLURM jobs (from sacct) per rule or group
 
 
-PIPELINE_GPU_RULES = {"synthesize", "train_first_stage", "train_stage", "task_similarity", "label_rehearsal",
-                      "evaluate"}
+PIPELINE_GPU_RULES = GPU_RULES - {"train_mtl", "fisher"}  # the tiny pipeline has no mtl and no ewc
 # What SLURM runs: a group ("evaluation": a model's `evaluate` + its `score_eval` jobs; "pseudo_chain":
 # one task's filter → embed → select) is one SLURM job, named after the group; `metrics` is local.
 PIPELINE_GROUPS = {"evaluation", "pseudo_chain"}
