@@ -67,8 +67,10 @@ run_step() {
     local n=$1 limit=$2
     shift 2
     local start=$SECONDS
+    if [[ -n "${DEADLINE:-}" ]] && (( DEADLINE - SECONDS - 15 < limit )); then limit=$((DEADLINE - SECONDS - 15)); fi
+    if (( limit < 10 )); then say "step $n: skipped, ${DEADLINE} s deadline"; return; fi
     echo "== step $n (limit ${limit} s)"
-    timeout --kill-after=10 "$limit" bash -c "$*" > "$WORK/step$n.log" 2>&1
+    STEP_LIMIT=$limit timeout --kill-after=10 "$limit" bash -c "$*" > "$WORK/step$n.log" 2>&1
     local rc=$?
     say "step $n: exit $rc after $((SECONDS - start)) s$([[ $rc == 124 ]] && echo ' (time limit)')"
     tail -n 25 "$WORK/step$n.log"
@@ -107,14 +109,16 @@ step2() {
 step3() {
     local device rc=0
     echo "methods: [$(echo $TINY_METHODS | sed 's/ /, /g')]" > "$WORK/tiny-methods.yaml"
-    for device in $(printf '%s\n' "$DEVICE" cpu | uniq); do
-        $PY -m snakemake --cores "$CORES" --scheduler greedy \
+    for device in ${TINY_DEVICES:-$(printf '%s\n' "$DEVICE" cpu | uniq)}; do
+        # under the step's own limit less a margin, so that the matrices made so far are still copied
+        timeout $((${STEP_LIMIT:-600} - 8)) $PY -m snakemake --cores "$CORES" --scheduler greedy \
             --configfile config/tiny.yaml "$CARRIED/tiny-device.yaml" "$WORK/tiny-methods.yaml" \
             --config device="$device" run="tiny-$device" > "$WORK/tiny-$device.log" 2>&1 || {
             echo "the tiny experiment on $device failed: $WORK/tiny-$device.log"
             tail -n 40 "$WORK/tiny-$device.log"
             rc=1
         }
+        mkdir -p "$WORK/tiny" && cp --parents results/tiny-*/*/*/matrix.csv "$WORK/tiny/" 2>/dev/null
     done
     $PY - <<'EOF'
 from pathlib import Path

@@ -443,12 +443,23 @@ def main() -> None:
     ap.add_argument("--simulate-oom", type=int, default=0,
                     help="treat the first N training attempts as out of memory (checks the fallback on a CPU)")
     ap.add_argument("--out", help="JSON path (default benchmarks/out/paper_cost-<shape>-<device>.json)")
+    ap.add_argument("--from-log", type=Path, help="measure nothing: the estimate from the JSON lines a measuring "
+                                                   "run printed (one cut off by a time limit, say)")
     args = ap.parse_args()
 
     from sers.generation import Sampling, resolve_shared_prefix
 
     config = load_preset(args.preset)
+    if args.from_log:
+        result, notes = result_from_log(args.from_log)
+        # the log holds the prompt length (generation lines) but not the target length: --target-tokens if given
+        prompt_len = result["generation"]["evaluate"]["prompt_tokens"]
+        target_len = args.target_tokens or config["training"]["max_target_tokens"]
+        out = Path(args.out or REPO / f"benchmarks/out/paper_cost-{result['shape']}-{result['device'].split(':')[0]}.json")
+        return write_estimate(result, config, prompt_len, target_len, out, notes)
     device = torch.device(args.device)
+    if device.type == "cuda" and device.index is None:  # set_per_process_memory_fraction needs an index
+        device = torch.device("cuda", torch.cuda.current_device())
     if args.memory_limit_gib and device.type == "cuda":
         total = torch.cuda.get_device_properties(device).total_memory
         torch.cuda.set_per_process_memory_fraction(min(1.0, args.memory_limit_gib * GIB / total), device)
@@ -481,7 +492,9 @@ def main() -> None:
     print(json.dumps({"model": result}), flush=True)
     result["training"] = measure_training(model, examples, t_cfg, device, args.simulate_oom)
     result["forward"] = measure_forward(model, examples, device)
+    print(json.dumps({"forward": result["forward"]}), flush=True)
     result["fisher"] = measure_fisher(model, examples, device)
+    print(json.dumps({"fisher": result["fisher"]}), flush=True)
     gen = {}
     for name, section, sampling, base in (
             ("evaluate", "eval", Sampling(max_new_tokens=new_tokens(config["eval"]["max_new_tokens"]),
@@ -498,26 +511,34 @@ def main() -> None:
         print(json.dumps({name: gen[name]}), flush=True)
     result["generation"] = gen
 
+    result["wall_s"] = time.time() - t0
+    write_estimate(result, config, prompt_len, target_len,
+                   Path(args.out or REPO / f"benchmarks/out/paper_cost-{args.shape}-{device.type}.json"))
+
+
+def write_estimate(result: dict, config: dict, prompt_len: int, target_len: int, out: Path,
+                   notes: list[str] = ()) -> None:
+    """The preset's GPU-hours from `result`'s measurements: `out` (JSON) and the Markdown table beside it."""
     chosen = result["training"]["chosen"]
     if chosen is None:
         result["estimate"] = None
         print(json.dumps(result, indent=2))
         raise SystemExit("no training configuration fits: no estimate")
+    gen = result["generation"]
     measured = {"train_row_s": chosen["step_s"] / result["training"]["rows_per_step"],
-                "forward_row_s": result["forward"]["row_s"], "fisher_row_s": result["fisher"]["row_s"],
+                "forward_row_s": (result.get("forward") or {}).get("row_s"),
+                "fisher_row_s": (result.get("fisher") or {}).get("row_s"),
                 "eval_rows_per_s": gen["evaluate"]["rows_per_s"],
                 "synthesis_rows_per_s": gen["synthesize"]["rows_per_s"], "label_rows_per_s": gen["label"]["rows_per_s"]}
     estimate = estimate_gpu_hours(config, measured, data_sizes(config))
-    estimate["assumptions"].insert(0, (
-        f"Measured on {result['device_name']} ({args.dtype}, random {args.shape}: {n_params / 1e6:,.1f}M parameters), "
-        f"training in micro-batches of {chosen['micro_batch']} × {chosen['grad_accum']} with gradient checkpointing "
-        f"{'on' if chosen['gradient_checkpointing'] else 'off'} (peak "
-        + (f"{chosen['peak_gib']:.1f} GiB" if chosen["peak_gib"] is not None else "not measured on a CPU")
-        + f"), prompts of {prompt_len} tokens, targets of {target_len}."))
+    estimate["assumptions"][:0] = [
+        f"Measured on {result['device_name']} ({result['dtype']}, random {result['shape']}: "
+        f"{result['n_params'] / 1e6:,.1f}M parameters), training in micro-batches of {chosen['micro_batch']} × "
+        f"{chosen['grad_accum']} with gradient checkpointing {'on' if chosen['gradient_checkpointing'] else 'off'} "
+        "(peak " + (f"{chosen['peak_gib']:.1f} GiB" if chosen["peak_gib"] is not None else "not measured on a CPU")
+        + f"), prompts of {prompt_len} tokens, targets of {target_len}.", *notes]
     result["measured"] = measured
     result["estimate"] = estimate
-    result["wall_s"] = time.time() - t0
-    out = Path(args.out or REPO / f"benchmarks/out/paper_cost-{args.shape}-{device.type}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     table = markdown_table(estimate)
@@ -526,6 +547,52 @@ def main() -> None:
     print()
     print(table)
 
+
+def result_from_log(log: Path) -> tuple[dict, list[str]]:
+    """A measuring run's result rebuilt from the JSON lines it printed (a run cut off by a time limit,
+    say), and notes on what it lacks: label generation not measured is taken at the synthesis rate (the
+    same batch, prompt length and max_new_tokens in the paper preset; greedy with the blend instead of
+    sampling), forward and fisher not measured fall back to fractions of a training row."""
+    result, attempts, gen = None, [], {}
+    for number, line in enumerate(log.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.startswith("{") or not line.endswith("}"):
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise SystemExit(f"{log}:{number}: not a JSON line of paper_cost.py ({e})") from None
+        if len(record) != 1:  # the whole result printed at the end of a run: its parts came line by line
+            continue
+        [(key, value)] = record.items()
+        if key == "model":
+            result = dict(value)
+        elif key == "training_attempt":
+            attempts.append(value)
+        elif key in ("forward", "fisher") and result is not None:
+            result[key] = value
+        elif key in ("evaluate", "synthesize", "label"):
+            gen[key] = value
+    if result is None or not attempts:
+        raise SystemExit(f"{log}: no model line or no training attempt: not a log of paper_cost.py")
+    fits = [a for a in attempts if a["fits"]]
+    rows = attempts[0]["micro_batch"] * attempts[0]["grad_accum"]
+    result["training"] = {"rows_per_step": rows, "attempts": attempts,
+                          "chosen": min(fits, key=lambda a: a["step_s"]) if fits else None}
+    notes = []
+    for needed in ("evaluate", "synthesize"):
+        if needed not in gen:
+            raise SystemExit(f"{log}: no {needed} measurement: no estimate")
+    if "label" not in gen:
+        gen["label"] = {**gen["synthesize"], "derived_from": "synthesize"}
+        notes.append(f"label_rehearsal's rate was not measured (the run was cut off): taken as synthesis's "
+                     f"{gen['synthesize']['rows_per_s']:.3g} rows/s, the same batch, prompt length and "
+                     "max_new_tokens in the paper preset.")
+    for key in ("forward", "fisher"):
+        if key not in result:
+            notes.append(f"{key} was not measured (the run was cut off): a fraction of a training row, as below.")
+    result["generation"] = gen
+    result["from_log"] = str(log)
+    return result, notes
 
 if __name__ == "__main__":
     main()
