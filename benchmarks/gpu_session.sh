@@ -10,20 +10,26 @@
 # Without .device/wheels it uses the Python it finds (PY; .venv/bin/python if there is one).
 #
 # Steps, most wanted first, each under its own time limit so that one slow step cannot starve the rest
-# (STEPS picks and orders them; default "1 4 2 3"):
+# (STEPS picks and orders them; default "1 4 5 3": step 2 ran on an H200 on 2026-11-28,
+# benchmarks/results/gpu-h200-2026-11-28):
 #   1. the machine: GPU, torch/CUDA, transformers, peft, snakemake, sentence-transformers;
 #   4. paper_cost.py on a random-initialised LLaMA-2-7B shape in bf16 with the paper preset's LoRA,
 #      batch and lengths, memory capped at 79 GiB (an 80 GB GPU, also on an H200): one training step
 #      (full batch, gradient checkpointing or micro-batches, whichever fits), its time and peak memory,
 #      the similarity and Fisher passes, eval / synthesis / label generation rows per second, and the
-#      preset's GPU-hours per rule (paper_cost-cuda.json and .md); no tokenizer or weights;
+#      preset's GPU-hours per rule (paper_cost-cuda.json and .md); no tokenizer or weights. Cut off by
+#      its limit, its log still gives the estimate: paper_cost.py --from-log step4.log;
+#   5. the shared prefix vs plain, training and evaluation, on a LLaMA-2-7B-sized random model
+#      (BENCH7B_ARGS): on the 1B model the shared layout did a third of the GPU work but twice the
+#      kernel launches, and the host bounded the step; at 7B the GPU may bound it instead;
 #   2. bench_generation.py on a random-initialised ~1B LLaMA in bf16 (warm, second run kept): batched
 #      synthesis, blend decoding vs the reference loop, vs the same blend routed by peft's mixed-adapter
 #      batches and vs plain greedy, with the host syncs per decoding step of each; shared-prefix
 #      training/evaluation vs plain, with a torch.profiler table of one training batch of each layout
 #      (which attention kernel SDPA picked); peak memory of blend vs plain;
 #   3. the tiny experiment (config/tiny.yaml with TINY_METHODS: six methods that take every GPU rule)
-#      on CUDA and on CPU, and the largest difference between their stage × task matrices.
+#      on CUDA (TINY_DEVICES); its losses, predictions, rehearsal sets and matrices come back, and
+#      benchmarks/compare_runs.py sets them against a CPU run of the same config made on the host.
 # Everything lands in $WORK and, after every step, in $OUT/gpu-session.tar.gz (plus $OUT/summary.txt):
 # a device call returns at most 8 files from $OUT.
 set -uo pipefail
@@ -31,12 +37,15 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/out/gpu-bundle}
 WORK=${WORK:-benchmarks/out/gpu}
 CARRIED=${CARRIED:-.device}
-STEPS=${STEPS:-1 4 2 3}
+STEPS=${STEPS:-1 4 5 3}
+DEADLINE=${DEADLINE:-575}  # seconds from the start: later steps are shortened to end by then
 CORES=${CORES:-12}
 # step 3's methods: each GPU rule at least once (synthesize: sers mask, ssr icl; similarity and label:
 # sers; fisher: ewc; LwF's teacher; O-LoRA's stack; train and evaluate: all) at half tiny.yaml's jobs
 TINY_METHODS=${TINY_METHODS:-seq sers ssr ewc lwf olora}
 DEVICE=${DEVICE:-cuda}  # DEVICE=cpu with small PAPER_ARGS / BENCH_ARGS rehearses the script on a CPU
+# CUDA only: the CPU run of the same config is made on the host (compare_runs.py), not in device time
+TINY_DEVICES=${TINY_DEVICES:-$DEVICE}
 DTYPE=${DTYPE:-bfloat16}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false SERS_NO_PROGRESS=1 PYTHONUNBUFFERED=1
 mkdir -p "$OUT" "$WORK"
@@ -60,7 +69,9 @@ export PYTHONPATH="${SITE:+$SITE:}src${PYTHONPATH:+:$PYTHONPATH}"
 TOKENIZER=${TOKENIZER:-$CARRIED/tokenizer}
 PAPER_ARGS=${PAPER_ARGS:---shape llama2-7b --memory-limit-gib 79}
 BENCH_ARGS=${BENCH_ARGS:---model random-1b --tokenizer $TOKENIZER --rows 32 --batch 16 --new-tokens 48 --reference-rows 4 --prefix-task pos sa}
-export PY WORK CARRIED CORES DEVICE DTYPE PAPER_ARGS BENCH_ARGS TINY_METHODS
+# a LLaMA-2-7B-sized model (hidden 4096, 32 layers): is the shared prefix faster where the GPU bounds a step?
+BENCH7B_ARGS=${BENCH7B_ARGS:---model random-1b --tokenizer $TOKENIZER --random-hidden 4096 --random-layers 32 --rows 16 --batch 8 --new-tokens 32 --only prefix --prefix-task pos sa}
+export PY WORK CARRIED CORES DEVICE DTYPE PAPER_ARGS BENCH_ARGS BENCH7B_ARGS TINY_METHODS TINY_DEVICES
 
 # run_step N LIMIT_S CMD...: a step under its own time limit; its output goes to $WORK/stepN.log
 run_step() {
@@ -109,8 +120,8 @@ step2() {
 step3() {
     local device rc=0
     echo "methods: [$(echo $TINY_METHODS | sed 's/ /, /g')]" > "$WORK/tiny-methods.yaml"
-    for device in ${TINY_DEVICES:-$(printf '%s\n' "$DEVICE" cpu | uniq)}; do
-        # under the step's own limit less a margin, so that the matrices made so far are still copied
+    for device in $TINY_DEVICES; do
+        # under the step's own limit less a margin, so that what is made so far is still copied
         timeout $((${STEP_LIMIT:-600} - 8)) $PY -m snakemake --cores "$CORES" --scheduler greedy \
             --configfile config/tiny.yaml "$CARRIED/tiny-device.yaml" "$WORK/tiny-methods.yaml" \
             --config device="$device" run="tiny-$device" > "$WORK/tiny-$device.log" 2>&1 || {
@@ -118,46 +129,42 @@ step3() {
             tail -n 40 "$WORK/tiny-$device.log"
             rc=1
         }
-        mkdir -p "$WORK/tiny" && cp --parents results/tiny-*/*/*/matrix.csv "$WORK/tiny/" 2>/dev/null
+        # what benchmarks/compare_runs.py compares, for a CPU run of the same config on the host
+        mkdir -p "$WORK/tiny" && find "results/tiny-$device" \( -name matrix.csv -o -name loss.jsonl \
+            -o -name eval_generations.jsonl -o -name rehearsal.jsonl \) -exec cp --parents {} "$WORK/tiny/" \;
     done
-    $PY - <<'EOF'
-from pathlib import Path
-
-import pandas as pd
-
-worst, compared = 0.0, []
-cpu_matrices = sorted(Path("results/tiny-cpu").glob("*/*/matrix.csv"))
-for cpu in cpu_matrices:
-    cuda = Path("results/tiny-cuda") / cpu.relative_to("results/tiny-cpu")
-    if not cuda.exists():
-        print(f"{cpu.parent.name}: no CUDA matrix")
-        continue
-    a, b = pd.read_csv(cpu, index_col=0), pd.read_csv(cuda, index_col=0)
-    diff = float((a - b).abs().max().max())
-    worst = max(worst, diff)
-    compared.append(cpu.parent.name)
-    print(f"{cpu.parent.name}: largest |CPU − CUDA| ROUGE-L difference {diff:.2f}")
-print(f"compared {len(compared)} of {len(cpu_matrices)} methods' stage × task matrices"
-      + (f"; largest difference {worst:.2f} ROUGE-L points (bf16 on CUDA vs fp32 on CPU)" if compared else ""))
-EOF
-    mkdir -p "$WORK/tiny" && cp --parents results/tiny-*/*/*/matrix.csv "$WORK/tiny/" 2>/dev/null
+    if [[ -d results/tiny-cpu && -d "results/tiny-$DEVICE" && "$DEVICE" != cpu ]]; then
+        $PY benchmarks/compare_runs.py results/tiny-cpu "results/tiny-$DEVICE" --json "$WORK/tiny-compare.json"
+    fi
     return $rc
+}
+
+step5() {
+    # the shared prefix where the GPU, not the host, bounds a step: a LLaMA-2-7B-sized random model
+    # shellcheck disable=SC2086
+    $PY benchmarks/bench_generation.py $BENCH7B_ARGS --device "$DEVICE" --dtype "$DTYPE" || return
+    cp benchmarks/out/generation-*-"$DEVICE".json "$WORK/"
 }
 
 step4() {
     # shellcheck disable=SC2086
     $PY benchmarks/paper_cost.py $PAPER_ARGS --device "$DEVICE" --dtype "$DTYPE" --out "$WORK/paper_cost-$DEVICE.json"
 }
-export -f step1 step2 step3 step4
+export -f step1 step2 step3 step4 step5
 
-# 9 min 15 s at most in all (LIMIT_1 … LIMIT_4 override a step's), for a device call's timeout_s of 590.
-# Rehearsed on this 2-core CPU (DEVICE=cpu, tiny shapes), 2026-11-28: steps 1, 4, 2, 3 took 7, 14, 29 and
-# 121 s. The rehearsal (the carried wheels are for the device image's Python; leave them out here):
+# Each step's limit (LIMIT_N overrides it), cut so that all end by DEADLINE, for a call's timeout_s of 590.
+# On an H200, 2026-11-28: step 1 took 21 s; step 4 ran past 140 s (build 2 s, four training attempts,
+# evaluation and synthesis each timed twice, cut before labelling); step 2 took 64 s for the shared-prefix
+# part alone and ran past 150 s in all; step 3's CUDA run of six methods took 160 s.
+# Rehearsed on this 2-core CPU (DEVICE=cpu, tiny shapes; the carried wheels are for the device image's
+# Python, leave them out here):
 #   mkdir -p /tmp/r && ln -s $PWD/.device/{tokenizer,embedder,tiny-device.yaml} /tmp/r/ &&
 #   CARRIED=/tmp/r DEVICE=cpu DTYPE=float32 CORES=2 OUT=/tmp/r/out WORK=/tmp/r/work PAPER_ARGS="--shape tiny" \
 #   BENCH_ARGS="--model random-1b --tokenizer /tmp/r/tokenizer --random-hidden 64 --random-layers 2 --rows 8 \
-#   --batch 4 --new-tokens 8 --reference-rows 2 --prefix-task pos sa" bash benchmarks/gpu_session.sh
-declare -A LIMIT=([1]=45 [2]=150 [3]=200 [4]=160)
+#   --batch 4 --new-tokens 8 --reference-rows 2 --prefix-task pos sa" BENCH7B_ARGS="--model random-1b \
+#   --tokenizer /tmp/r/tokenizer --random-hidden 64 --random-layers 2 --rows 8 --batch 4 --new-tokens 8 \
+#   --only prefix --prefix-task pos" STEPS="1 4 5 2 3" bash benchmarks/gpu_session.sh
+declare -A LIMIT=([1]=45 [2]=200 [3]=190 [4]=210 [5]=120)
 for n in $STEPS; do
     limit_var="LIMIT_$n"
     run_step "$n" "${!limit_var:-${LIMIT[$n]}}" "step$n"

@@ -93,3 +93,45 @@ def test_training_falls_back_to_checkpointing_and_micro_batches():
     assert fits[0]["loss"] == pytest.approx(fits[1]["loss"], rel=1e-5)
     assert not any(getattr(m, "gradient_checkpointing", False) for m in model.modules())  # left off
     assert paper_cost.micro_batches(32) == [16, 8, 4, 2, 1] and paper_cost.micro_batches(12) == [6, 3, 1]
+
+
+def _log_line(key: str, value: dict) -> str:
+    import json
+
+    return json.dumps({key: value})
+
+
+def test_estimate_from_a_log_cut_off_before_labelling(tmp_path):
+    """A device run killed by its time limit after synthesis: the estimate from its printed lines, the
+    label rate taken from synthesis and said so, forward and fisher at their fallback fractions."""
+    import json
+
+    model = {"shape": "llama2-7b", "n_params": 6_738_415_616, "device": "cuda:0", "device_name": "GPU X",
+             "dtype": "bfloat16"}
+    lines = [
+        "a warning line that is not JSON",
+        _log_line("model", model),
+        _log_line("training_attempt", {"micro_batch": 4, "grad_accum": 1, "gradient_checkpointing": False,
+                                       "fits": False, "error": "CUDA out of memory"}),
+        _log_line("training_attempt", {"micro_batch": 2, "grad_accum": 2, "gradient_checkpointing": False,
+                                       "fits": True, "step_s": 8.0, "peak_gib": 70.0}),
+        _log_line("evaluate", {"rows": 16, "prompt_tokens": 1024, "rows_per_s": 2.0}),
+        _log_line("synthesize", {"rows": 16, "prompt_tokens": 1024, "rows_per_s": 0.5}),
+    ]
+    log = tmp_path / "step4.log"
+    log.write_text("\n".join(lines) + "\n")
+    result, notes = paper_cost.result_from_log(log)
+    assert result["training"]["chosen"]["micro_batch"] == 2 and result["training"]["rows_per_step"] == 4
+    assert result["generation"]["label"]["rows_per_s"] == 0.5
+    assert any("label_rehearsal" in n for n in notes) and any(n.startswith("forward") for n in notes)
+    out = tmp_path / "cost.json"
+    paper_cost.write_estimate(result, small_config(), 1024, 512, out, notes)
+    written = json.loads(out.read_text())
+    assert written["measured"]["train_row_s"] == 2.0  # 8 s for 4 rows
+    assert written["measured"]["forward_row_s"] is None  # the estimate falls back to a fraction
+    table = out.with_suffix(".md").read_text()
+    assert "| **total** |" in table and "label_rehearsal's rate was not measured" in table
+
+    log.write_text("\n".join(lines[:-1]) + "\n")  # cut before synthesis: no estimate, the file named
+    with pytest.raises(SystemExit, match="step4.log: no synthesize measurement"):
+        paper_cost.result_from_log(log)

@@ -392,3 +392,24 @@ def test_checkpointed_shared_prefix_refuses_a_transformers_that_drops_the_cache(
     with pytest.raises(SersError, match="training.gradient_checkpointing with training.shared_prefix"):
         target_cross_entropy(model, examples, tok.pad_token_id, True)
     target_cross_entropy(model, examples, tok.pad_token_id, False)[0].backward()  # unshared: no cache to keep
+
+
+@pytest.mark.parametrize("kind", [None, "lwf"])
+def test_grad_accum_gives_the_loss_and_gradients_of_one_batch(tiny_model_dir, tmp_path, kind):
+    # micro-batches of 4 and 2 rows, targets of very different lengths, replay and new rows: a mean of
+    # micro-batch means would differ from the one batch's token mean and λ·(1 − r_b)
+    rows = rows_of("sa", 4, False) + [TrainRow(r.full_prompt, r.output * 4, True) for r in sample_rows("qa")[:2]]
+    prev = None
+    extra = {}
+    if kind == "lwf":
+        stage(tiny_model_dir, tmp_path / "prev", rows, epochs=1, lr=1e-2, batch_size=6)
+        prev = str(tmp_path / "prev")
+        extra = {"baseline": {"kind": "lwf", "lambda": 1.0, "temperature": 2.0}}
+    common = {**extra, "prev_adapter": prev, "lam": 0.5, "epochs": 1, "lora_dropout": 0.0, "max_grad_norm": 0.0,
+              "group_batches": False}
+    stage(tiny_model_dir, tmp_path / "one", rows, batch_size=6, grad_accum=1, **common)
+    stage(tiny_model_dir, tmp_path / "acc", rows, batch_size=4, grad_accum=2, **common)
+    one, acc = read_log(tmp_path / "one"), read_log(tmp_path / "acc")
+    assert len(one) == len(acc) == 1
+    for key in ("loss", "ce", "penalty", "lambda_eff", "replay_fraction", "baseline_term", "grad_norm"):
+        assert acc[0][key] == pytest.approx(one[0][key], rel=1e-5, abs=1e-7), key

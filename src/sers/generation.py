@@ -31,8 +31,10 @@ from .progress import progress
 
 MIN_SHARED_PREFIX = 4  # below this a separate prefix pass costs more than it saves
 # Where `shared_prefix: auto` turns the shared prefix on: measured faster on CPU (SmolLM2, 2 cores:
-# 4.2× training tokens/s, 3.7× evaluation rows/s); on a GPU it measured 0.12× (H100), so off there
-# until a GPU measurement shows otherwise (benchmarks/README.md).
+# 4.2× training tokens/s, 3.7× evaluation rows/s). Off on a GPU: on an H200 (random 0.92B LLaMA, bf16,
+# 2026-11-28) training ran at 0.55× (pos) and 0.67× (sa), evaluation at 0.98× and 0.92×. Both layouts use
+# the fused cuDNN attention; the shared one does a third of the GPU work but launches twice the kernels
+# (a prefix pass and a suffix pass), and at that size the host bounds the step (benchmarks/README.md).
 SHARED_PREFIX_AUTO_DEVICES = frozenset({"cpu"})
 
 

@@ -288,7 +288,9 @@ def train_stage(model_path: str, out_dir: str, rows: Sequence[TrainRow], *, prev
     {"kind": "olora", "lambda1", "lambda2", "orthogonal_matrix"}; each needs `prev_adapter`.
 
     `gradient_checkpointing` recomputes activations in the backward pass (`enable_gradient_checkpointing`):
-    less memory, the same loss and gradients."""
+    less memory, the same loss and gradients. So does `grad_accum`: an optimiser step of `grad_accum`
+    micro-batches of `batch_size` rows has the loss and gradients of one batch of all its rows (the
+    cross-entropy a mean over the step's target tokens, λ·(1 − r_b) over its rows)."""
     from transformers import get_cosine_schedule_with_warmup
 
     from .models import load_tokenizer
@@ -395,7 +397,13 @@ def train_stage(model_path: str, out_dir: str, rows: Sequence[TrainRow], *, prev
                 optimizer.zero_grad(set_to_none=True)
                 sums = {"loss": 0.0, "ce": 0.0, "penalty": 0.0, "lambda_eff": 0.0, "replay_fraction": 0.0,
                         "baseline_term": 0.0}
+                # micro-batches add up to the step's one batch: the cross-entropy (and LwF's KL) is a mean
+                # over the step's target tokens, the penalty's weight λ·(1 − r_b) a mean over its rows
+                step_tokens = max(1, sum(len(examples[i][1]) for _, idx in group for i in idx))
+                step_rows = sum(len(idx) for _, idx in group)
                 for ep, idx in group:
+                    token_share = sum(len(examples[i][1]) for i in idx) / step_tokens
+                    row_share = len(idx) / step_rows
                     r_b = sum(replay[i] for i in idx) / len(idx)
                     coeff = penalty_scale * penalty_coefficient(lam, r_b, only_above_min, lambda_min)
                     amp = torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
@@ -409,21 +417,26 @@ def train_stage(model_path: str, out_dir: str, rows: Sequence[TrainRow], *, prev
                         else:
                             ce, _ = target_cross_entropy(*batch_args)
                     penalty = lora_l2_penalty(model, anchor, penalty_reduction)
-                    loss = penalised_loss(ce, penalty, lam, r_b, only_above_min, lambda_min, penalty_scale)
-                    extra = _baseline_term(kind, baseline, trainable_lora, reference, fisher, kl, frozen_rank)
+                    loss = penalised_loss(token_share * ce, row_share * penalty, lam, r_b, only_above_min,
+                                          lambda_min, penalty_scale)
+                    extra = _baseline_term(kind, baseline, trainable_lora, reference, fisher,
+                                           None if kl is None else token_share * kl, frozen_rank)
+                    if extra is not None and kl is None:  # a term of the parameters alone: a row share
+                        extra = row_share * extra
                     if extra is not None:
                         loss = loss + extra
                     value = float(loss.detach())
                     if not _finite(value):
                         raise SersError(f"training: loss is {value} at optimiser step {step_no}/{total_steps} "
                                         f"(epoch {ep}); lower training.lr or check the data")
-                    (loss / len(group)).backward()
+                    loss.backward()
                     done_micro += 1
                     tokens += sum(len(examples[i][0]) + len(examples[i][1]) for i in idx)
-                    for k, v in (("loss", value), ("ce", float(ce.detach())), ("penalty", float(penalty.detach())),
-                                 ("lambda_eff", coeff), ("replay_fraction", r_b),
+                    for k, v in (("loss", value), ("ce", token_share * float(ce.detach())),
+                                 ("penalty", row_share * float(penalty.detach())),
+                                 ("lambda_eff", row_share * coeff), ("replay_fraction", row_share * r_b),
                                  ("baseline_term", 0.0 if extra is None else float(extra.detach()))):
-                        sums[k] += v / len(group)
+                        sums[k] += v
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
                 if not _finite(grad_norm):
                     raise SersError(f"training: gradient norm is {grad_norm} at optimiser step "
