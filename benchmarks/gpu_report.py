@@ -3,15 +3,21 @@
     tar xzf gpu-session.tar.gz && .venv/bin/python benchmarks/gpu_report.py gpu > gpu-report.md
 
 Reads what the session left in its work folder: the machine and package versions (step1.log), the
-generation benchmark's JSON (step 2), the paper-cost table (step 4), the tiny experiment's CUDA vs
-CPU comparison (step 3) and each step's exit status (summary.txt). Each measurement is set against
+generation benchmark's JSON (steps 2 and 5), the paper-cost table (step 4), the tiny experiment's CUDA
+run (step 3) against a CPU run made here (`--cpu-run`, via compare_runs.py) and each step's exit status
+(summary.txt). Each measurement is set against
 the target of the issue "The GPU path"; a missing step is said to be missing, not left out.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 from pathlib import Path
+
+_spec = importlib.util.spec_from_file_location("compare_runs", Path(__file__).with_name("compare_runs.py"))
+compare_runs = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(compare_runs)
 
 # (bench, key) -> (target, what): the issue's targets, and those benchmarks/README.md already used (all "at least")
 TARGETS = {
@@ -79,7 +85,7 @@ def generation_rows(results: list[dict]) -> list[str]:
     return rows
 
 
-def report(work: Path) -> str:
+def report(work: Path, cpu_run: Path | None = None) -> str:
     out = ["## GPU session (`benchmarks/gpu_session.sh`)", ""]
     machine = work / "step1.log"
     out += ["Machine and packages (step 1):", "", "```",
@@ -88,7 +94,7 @@ def report(work: Path) -> str:
     out += ["Steps:", "", "```", status.read_text().strip() if status.exists() else "no summary.txt", "```", ""]
 
     generation = sorted(work.glob("generation-*.json"))
-    out += ["### Generation and training speed (step 2)", ""]
+    out += ["### Generation and training speed (steps 2 and 5)", ""]
     if generation:
         for path in generation:
             data = json.loads(path.read_text())
@@ -100,21 +106,32 @@ def report(work: Path) -> str:
 
     out += ["### The paper preset's cost (step 4)", ""]
     cost = sorted(work.glob("paper_cost-*.md"))
-    out += [cost[0].read_text().strip(), ""] if cost else ["Step 4 left no table.", ""]
+    if cost:
+        out += [cost[0].read_text().strip(), ""]
+    elif (work / "step4.log").exists():
+        out += ["Step 4 was cut off before its table: `benchmarks/paper_cost.py --from-log "
+                f"{work / 'step4.log'}` builds it from the lines it printed.", ""]
+    else:
+        out += ["Step 4 did not run.", ""]
 
     out += ["### The tiny experiment on CUDA vs CPU (step 3)", ""]
-    step3 = work / "step3.log"
-    lines = [ln for ln in step3.read_text().splitlines()
-             if "ROUGE-L" in ln or "matrix" in ln or "compared" in ln or "failed" in ln] if step3.exists() else []
-    out += (["```", *lines, "```"] if lines else ["Step 3 left no comparison."]) + [""]
+    cuda_run = next(iter(sorted((work / "tiny" / "results").glob("tiny-cuda"))), None)
+    if cuda_run is None:
+        out += ["Step 3 brought back no CUDA run.", ""]
+    elif cpu_run is None or not cpu_run.is_dir():
+        out += [f"The CUDA run is in `{cuda_run}`. Make the CPU run of the same config here (step 3's command "
+                "with `device=cpu run=tiny-cpu`) and give it as `--cpu-run results/tiny-cpu`.", ""]
+    else:
+        out += [compare_runs.markdown(compare_runs.compare_runs(cpu_run, cuda_run))]
     return "\n".join(out)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("work", type=Path, help="the session's work folder (gpu/ in gpu-session.tar.gz)")
+    ap.add_argument("--cpu-run", type=Path, help="a CPU run of step 3's config made here (results/tiny-cpu)")
     args = ap.parse_args()
-    print(report(args.work))
+    print(report(args.work, args.cpu_run))
 
 
 if __name__ == "__main__":
