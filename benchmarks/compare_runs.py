@@ -78,7 +78,7 @@ def markdown(c: dict) -> str:
     differ = [r for r in c["rehearsal"] if r["rows"][0] != r["rows"][1]]
     lines.append(f"- rehearsal sets: {len(c['rehearsal'])} compared, {len(differ)} with another row count")
     matrix = worst(c["matrices"], "max_abs_difference")
-    lines.append(f"- stage × task matrices: {len(c['matrices'])} methods"
+    lines.append(f"- stage × task matrices: {len(c['matrices'])} compared"
                  + (f", largest |difference| {matrix:.2f} ROUGE-L points" if matrix is not None else ""))
     missing = {k: v for k, v in c["missing"].items() if v}
     if missing:

@@ -47,4 +47,18 @@ def test_report_sets_each_figure_against_its_target(tmp_path):
     assert row("| training tokens/s, shared prefix vs not (`sa`").endswith("| **missed** |")  # slower on short
     assert row("| peak memory, blend vs plain greedy").endswith("| met |")
     assert "step 3: exit 124 after 200 s (time limit)" in md
-    assert "Step 4 left no table." in md and "Step 3 left no comparison." in md  # missing steps are said
+    assert "Step 4 did not run." in md and "Step 3 brought back no CUDA run." in md  # missing steps are said
+
+
+def test_report_points_a_cut_off_step_4_to_from_log_and_compares_step_3_with_a_cpu_run(tmp_path):
+    work = tmp_path / "gpu"
+    (work / "tiny" / "results" / "tiny-cuda" / "order1" / "seq").mkdir(parents=True)
+    (work / "step4.log").write_text('{"model": {}}\n')
+    (work / "tiny" / "results" / "tiny-cuda" / "order1" / "seq" / "matrix.csv").write_text("stage,sa\ns1,1.5\n")
+    md = gpu_report.report(work)
+    assert "paper_cost.py --from-log" in md and "--cpu-run results/tiny-cpu" in md
+    cpu = tmp_path / "tiny-cpu"
+    (cpu / "order1" / "seq").mkdir(parents=True)
+    (cpu / "order1" / "seq" / "matrix.csv").write_text("stage,sa\ns1,1.0\n")
+    md = gpu_report.report(work, cpu)
+    assert "stage × task matrices: 1 compared, largest |difference| 0.50 ROUGE-L points" in md
