@@ -10,6 +10,7 @@ Measures, at identical outputs where the comparison is between two implementatio
               reference-style loop (two weight copies, no cache, batch 1), vs the same blend routed by
               peft's mixed-adapter batches, and vs plain greedy decoding at the same batch size; on a
               GPU also the host syncs per decoding step of each (torch.cuda.set_sync_debug_mode)
+  blend_ends  blend decoding at α = 1 and α = 0: rows identical to plain greedy θ0 and θt (same batch)
   prefix      training and greedy-evaluation tokens/s with and without the shared instruction prefix
   memory      peak memory of blend decoding vs plain greedy decoding (each in a fresh process)
 Results go to benchmarks/out/<name>.json and are printed as one JSON line per measurement.
@@ -191,6 +192,23 @@ def bench_blend(peft_model, tok, device, n, new_tokens, batch, chat, n_ref):
             "host_sync_sites": {k: long for k, (_, long) in syncs.items()}}
 
 
+def bench_blend_ends(peft_model, tok, device, n, new_tokens, batch, chat):
+    """Blend decoding (p = α·p_θ0 + (1 − α)·p_θt) at α = 1 against plain greedy decoding of θ0 (the
+    adapter switched off) and at α = 0 against θt, same rows and batch: the rows whose tokens are
+    identical (each pair should be all of them)."""
+    prompts = eval_prompts(tok, "sa", n, chat)
+    greedy = Sampling(max_new_tokens=new_tokens, stop_at_eos=False)
+    with peft_model.disable_adapter():
+        base = generate(peft_model, tok, prompts, greedy, batch)
+    tuned = generate(peft_model, tok, prompts, greedy, batch)
+    at0 = generate(peft_model, tok, prompts, greedy, batch, blend=Blend(0.0))
+    at1 = generate(peft_model, tok, prompts, greedy, batch, blend=Blend(1.0))
+    same = lambda xs, ys: sum(x.token_ids == y.token_ids for x, y in zip(xs, ys))  # noqa: E731
+    return {"bench": "blend_ends", "rows": n, "new_tokens": new_tokens, "batch": batch,
+            "alpha1_identical_to_base_rows": same(at1, base), "alpha0_identical_to_tuned_rows": same(at0, tuned),
+            "base_identical_to_tuned_rows": same(base, tuned)}  # the adapter must change something
+
+
 def profile_step(step, device, out: Path) -> dict:
     """One call of `step` under torch.profiler (after the timed, warm runs): the operator table sorted by
     device time (self CPU time on a CPU) and a Chrome trace, to see which attention kernel SDPA picks
@@ -309,7 +327,7 @@ def main() -> None:
     ap.add_argument("--prefix-task", nargs="+", default=["pos"],
                     help="tasks for the shared-prefix bench (pos: long instruction; sa: the shortest prompts)")
     ap.add_argument("--chat-template", action="store_true")
-    ap.add_argument("--only", nargs="*", default=["synthesis", "blend", "prefix", "memory"])
+    ap.add_argument("--only", nargs="*", default=["synthesis", "blend", "blend_ends", "prefix", "memory"])
     ap.add_argument("--memory-child", choices=["plain", "blend"])
     ap.add_argument("--tokenizer", help="tokenizer folder for --model random-1b (default: the converted SmolLM2)")
     ap.add_argument("--random-hidden", type=int, default=2048)
@@ -331,13 +349,15 @@ def main() -> None:
     results = []
     peft_model = None
     for bench in args.only:  # synthesis first: it runs θ0 before the adapter is attached
-        if bench in ("blend", "prefix") and peft_model is None:
+        if bench in ("blend", "blend_ends", "prefix") and peft_model is None:
             peft_model = with_random_lora(model)
         if bench == "synthesis":
             r = bench_synthesis(model, tok, device, args.rows, args.new_tokens, args.batch)
         elif bench == "blend":
             r = bench_blend(peft_model, tok, device, args.rows, args.new_tokens, args.batch, args.chat_template,
                             args.reference_rows or max(1, args.rows // 4))
+        elif bench == "blend_ends":
+            r = bench_blend_ends(peft_model, tok, device, args.rows, args.new_tokens, args.batch, args.chat_template)
         elif bench == "prefix":  # the profile for the first task only
             r = [bench_prefix(peft_model, tok, device, task, args.rows, args.batch, args.new_tokens, args.chat_template,
                               REPO / "benchmarks/out/profiles" if args.profile and i == 0 else None)

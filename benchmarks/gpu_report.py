@@ -64,6 +64,11 @@ def generation_rows(results: list[dict]) -> list[str]:
                 rows.append(f"| host syncs per decoding step, {route.replace('_', ' ')} | {per_step:g} | "
                             f"{'≤ 1' if route != 'blend_peft_mixed_batch' else '–'} | "
                             f"{_verdict(per_step, 1.0, at_least=False) if route != 'blend_peft_mixed_batch' else ''} |")
+    for r in by_bench.get("blend_ends", []):
+        for key, label in (("alpha1_identical_to_base_rows", "blend at α = 1 vs plain greedy θ0"),
+                           ("alpha0_identical_to_tuned_rows", "blend at α = 0 vs plain greedy θt")):
+            rows.append(f"| {label}, identical rows | **{r[key]} of {r['rows']}** | all | "
+                        f"{_verdict(r[key], r['rows'])} |")
     for r in by_bench.get("prefix", []):
         long_task = r["task"] == LONG
         target = 2.0 if long_task else 1.0

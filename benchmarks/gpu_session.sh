@@ -21,7 +21,8 @@
 #      its limit, its log still gives the estimate: paper_cost.py --from-log step4.log;
 #   5. the shared prefix vs plain, training and evaluation, on a LLaMA-2-7B-sized random model
 #      (BENCH7B_ARGS): on the 1B model the shared layout did a third of the GPU work but twice the
-#      kernel launches, and the host bounded the step; at 7B the GPU may bound it instead;
+#      kernel launches, and the host bounded the step; at 7B the GPU may bound it instead. Also blend
+#      decoding at α = 1 and α = 0 against plain greedy θ0 and θt (identical tokens, bf16);
 #   2. bench_generation.py on a random-initialised ~1B LLaMA in bf16 (warm, second run kept): batched
 #      synthesis, blend decoding vs the reference loop, vs the same blend routed by peft's mixed-adapter
 #      batches and vs plain greedy, with the host syncs per decoding step of each; shared-prefix
@@ -70,7 +71,7 @@ TOKENIZER=${TOKENIZER:-$CARRIED/tokenizer}
 PAPER_ARGS=${PAPER_ARGS:---shape llama2-7b --memory-limit-gib 79}
 BENCH_ARGS=${BENCH_ARGS:---model random-1b --tokenizer $TOKENIZER --rows 32 --batch 16 --new-tokens 48 --reference-rows 4 --prefix-task pos sa}
 # a LLaMA-2-7B-sized model (hidden 4096, 32 layers): is the shared prefix faster where the GPU bounds a step?
-BENCH7B_ARGS=${BENCH7B_ARGS:---model random-1b --tokenizer $TOKENIZER --random-hidden 4096 --random-layers 32 --rows 16 --batch 8 --new-tokens 32 --only prefix --prefix-task pos sa}
+BENCH7B_ARGS=${BENCH7B_ARGS:---model random-1b --tokenizer $TOKENIZER --random-hidden 4096 --random-layers 32 --rows 16 --batch 8 --new-tokens 32 --only blend_ends prefix --prefix-task pos sa}
 export PY WORK CARRIED CORES DEVICE DTYPE PAPER_ARGS BENCH_ARGS BENCH7B_ARGS TINY_METHODS TINY_DEVICES
 
 # run_step N LIMIT_S CMD...: a step under its own time limit; its output goes to $WORK/stepN.log
@@ -163,7 +164,7 @@ export -f step1 step2 step3 step4 step5
 #   BENCH_ARGS="--model random-1b --tokenizer /tmp/r/tokenizer --random-hidden 64 --random-layers 2 --rows 8 \
 #   --batch 4 --new-tokens 8 --reference-rows 2 --prefix-task pos sa" BENCH7B_ARGS="--model random-1b \
 #   --tokenizer /tmp/r/tokenizer --random-hidden 64 --random-layers 2 --rows 8 --batch 4 --new-tokens 8 \
-#   --only prefix --prefix-task pos" STEPS="1 4 5 2 3" bash benchmarks/gpu_session.sh
+#   --only blend_ends prefix --prefix-task pos" STEPS="1 4 5 2 3" bash benchmarks/gpu_session.sh
 declare -A LIMIT=([1]=45 [2]=200 [3]=190 [4]=210 [5]=120)
 for n in $STEPS; do
     limit_var="LIMIT_$n"

@@ -25,7 +25,8 @@ def prefix(task: str, train: float, evaluation: float) -> dict:
 
 
 def test_report_sets_each_figure_against_its_target(tmp_path):
-    results = [BLEND, prefix("pos", 2.5, 1.5), prefix("sa", 0.9, 1.1),
+    ends = {"bench": "blend_ends", "rows": 32, "alpha1_identical_to_base_rows": 32, "alpha0_identical_to_tuned_rows": 30}
+    results = [BLEND, ends, prefix("pos", 2.5, 1.5), prefix("sa", 0.9, 1.1),
                {"bench": "memory", "plain_greedy_peak_mib": 2000.0, "blend_peak_mib": 2100.0, "ratio": 1.05}]
     meta = {"date": "2026-11-27", "gpu": "NVIDIA H100 80GB HBM3", "machine": "linux", "model": "random-llama-0.92B",
             "dtype": "bfloat16", "results": results}
@@ -46,6 +47,8 @@ def test_report_sets_each_figure_against_its_target(tmp_path):
     assert row("| greedy evaluation rows/s, shared prefix vs not (`pos`)").endswith("| **missed** |")  # 1.5× < 2×
     assert row("| training tokens/s, shared prefix vs not (`sa`").endswith("| **missed** |")  # slower on short
     assert row("| peak memory, blend vs plain greedy").endswith("| met |")
+    assert row("| blend at α = 1 vs plain greedy θ0").endswith("| met |")
+    assert row("| blend at α = 0 vs plain greedy θt").endswith("| **missed** |")  # 30 of 32
     assert "step 3: exit 124 after 200 s (time limit)" in md
     assert "Step 4 did not run." in md and "Step 3 brought back no CUDA run." in md  # missing steps are said
 
