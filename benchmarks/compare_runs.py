@@ -20,9 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-
-def _lines(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+from sers.io import read_jsonl
 
 
 def _pairs(a: Path, b: Path, name: str) -> list[tuple[str, Path, Path]]:
@@ -40,20 +38,20 @@ def compare_runs(a: Path, b: Path) -> dict:
     per artifact both hold, and `missing` counts those only `a` holds."""
     result: dict = {"a": str(a), "b": str(b), "losses": [], "predictions": [], "rehearsal": [], "matrices": []}
     for where, fa, fb in _pairs(a, b, "loss.jsonl"):
-        la, lb = [r["loss"] for r in _lines(fa)], [r["loss"] for r in _lines(fb)]
+        la, lb = [r["loss"] for r in read_jsonl(fa)], [r["loss"] for r in read_jsonl(fb)]
         steps = min(len(la), len(lb))
         rel = [abs(x - y) / max(abs(x), 1e-8) for x, y in zip(la, lb)]
         result["losses"].append({"stage": where, "steps": steps, "steps_differ": len(la) != len(lb),
                                  "first_loss": (la[0], lb[0]) if steps else None,
                                  "max_relative_difference": max(rel) if rel else None})
     for where, fa, fb in _pairs(a, b, "eval_generations.jsonl"):
-        pa = {(r["task"], r["id"]): r["prediction"] for r in _lines(fa)}
-        pb = {(r["task"], r["id"]): r["prediction"] for r in _lines(fb)}
+        pa = {(r["task"], r["id"]): r["prediction"] for r in read_jsonl(fa)}
+        pb = {(r["task"], r["id"]): r["prediction"] for r in read_jsonl(fb)}
         both = pa.keys() & pb.keys()
         result["predictions"].append({"model": where, "rows": len(both),
                                       "identical": sum(pa[k] == pb[k] for k in both)})
     for where, fa, fb in _pairs(a, b, "rehearsal.jsonl"):
-        result["rehearsal"].append({"stage": where, "rows": (len(_lines(fa)), len(_lines(fb)))})
+        result["rehearsal"].append({"stage": where, "rows": (len(read_jsonl(fa)), len(read_jsonl(fb)))})
     for where, fa, fb in _pairs(a, b, "matrix.csv"):
         ma, mb = pd.read_csv(fa, index_col=0), pd.read_csv(fb, index_col=0)
         result["matrices"].append({"method": where, "max_abs_difference": float((ma - mb).abs().max().max())})
