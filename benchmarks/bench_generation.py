@@ -11,7 +11,8 @@ Measures, at identical outputs where the comparison is between two implementatio
               peft's mixed-adapter batches, and vs plain greedy decoding at the same batch size; on a
               GPU also the host syncs per decoding step of each (torch.cuda.set_sync_debug_mode)
   blend_ends  blend decoding at α = 1 and α = 0: rows identical to plain greedy θ0 and θt (same batch)
-  prefix      training and greedy-evaluation tokens/s with and without the shared instruction prefix
+  prefix      training tokens/s of each layout (plain; the shared prefix in two passes or packed; the
+              layout choose_layout picks) and greedy-evaluation rows/s with and without the shared prefix
   memory      peak memory of blend decoding vs plain greedy decoding (each in a fresh process)
 Results go to benchmarks/out/<name>.json and are printed as one JSON line per measurement.
 """
@@ -32,7 +33,7 @@ from pathlib import Path
 import torch
 
 from sers.data import read_rows
-from sers.generation import Blend, Sampling, generate, pack
+from sers.generation import Blend, Sampling, generate
 from sers.models import build_tiny_model, load_model, load_tokenizer
 from sers.prompts import encode_example, encode_plain, encode_prompt
 from sers.synthesis import REFERENCE_INFILL_TEMPLATE, SynthesisSettings, plan_jobs
@@ -230,37 +231,51 @@ def profile_step(step, device, out: Path) -> dict:
 
 
 def bench_prefix(peft_model, tok, device, task, n, batch, new_tokens, chat, profile_dir: Path | None = None):
-    from sers.training import target_cross_entropy
+    from sers.training import batch_layout, target_cross_entropy
 
     rows = read_rows(DATA / f"{task}.train.json")[:n]
     examples = [encode_example(tok, r.full_prompt, r.output, "chat_template" if chat else "plain", 1024, 64) for r in rows]
     peft_model.train()
     opt = torch.optim.SGD([p for p in peft_model.parameters() if p.requires_grad], lr=0.0)
 
-    def train(shared):
-        total = 0
-        for b in range(0, n, batch):
-            part = examples[b:b + batch]
-            ce, _ = target_cross_entropy(peft_model, part, tok.pad_token_id, shared)
+    starts = range(0, n, batch)
+
+    def train(layout):
+        """Seconds of each batch's step (forward, backward, optimiser) in `layout`."""
+        times = []
+        for b in starts:
+            sync(device)
+            start = time.perf_counter()
+            ce, _ = target_cross_entropy(peft_model, examples[b:b + batch], tok.pad_token_id, layout != "plain",
+                                         layout=layout)
             ce.backward()
             opt.step()
             opt.zero_grad()
-            total += sum(len(p) + len(t) for p, t in part)
-        return total
+            sync(device)
+            times.append(time.perf_counter() - start)
+        return times
 
-    seqs = [list(p) + list(t) for p, t in examples]
-    prefix_lens = [pack(seqs[b:b + batch], tok.pad_token_id, share_prefix=True).prefix_len for b in range(0, n, batch)]
-    tok_count, t_shared = timed(lambda: train(True), device)
-    _, t_plain = timed(lambda: train(False), device)
+    tok_count = sum(len(p) + len(t) for p, t in examples)
+    prefix_lens, chosen = zip(*(batch_layout(peft_model, examples[b:b + batch], True) for b in starts))
+    for layout in ("plain", "two_pass", "packed"):  # warm-up, so that the first layout timed pays for none
+        target_cross_entropy(peft_model, examples[:2], tok.pad_token_id, layout != "plain", layout=layout)[0].backward()
+        opt.zero_grad()
+    seconds, per_batch = {}, {}
+    for layout in ("plain", "two_pass", "packed"):
+        per_batch[layout], _ = timed(lambda layout=layout: train(layout), device)  # on a GPU: warm, then timed
+        seconds[layout] = sum(per_batch[layout])
+    # "auto": the shared-prefix layout batch_layout picks for each batch (what training.shared_prefix: true runs)
+    seconds["auto"] = sum(per_batch[layout][i] for i, layout in enumerate(chosen))
+    t_shared, t_plain = seconds["auto"], seconds["plain"]
     profiles = {}
     if profile_dir is not None:  # one training batch of each layout; the operators say why one is slower
-        for shared in (True, False):
-            def step(shared=shared):
-                ce, _ = target_cross_entropy(peft_model, examples[:batch], tok.pad_token_id, shared)
+        for layout in ("plain", "two_pass", "packed"):
+            def step(layout=layout):
+                ce, _ = target_cross_entropy(peft_model, examples[:batch], tok.pad_token_id, layout != "plain",
+                                             layout=layout)
                 ce.backward()
                 opt.zero_grad()
-            name = f"prefix-train-{'shared' if shared else 'plain'}-{device.type}"
-            profiles["shared" if shared else "plain"] = profile_step(step, device, profile_dir / name)
+            profiles[layout] = profile_step(step, device, profile_dir / f"prefix-train-{layout}-{device.type}")
     peft_model.eval()
     prompts = [p for p, _ in examples]
     greedy = Sampling(max_new_tokens=new_tokens)
@@ -271,6 +286,9 @@ def bench_prefix(peft_model, tok, device, task, n, batch, new_tokens, chat, prof
             "shared_prefix_tokens_mean": sum(prefix_lens) / len(prefix_lens),
             "train_tokens_per_s_shared": tok_count / t_shared, "train_tokens_per_s_plain": tok_count / t_plain,
             "train_speedup": t_plain / t_shared,
+            "train_layouts_chosen": {k: chosen.count(k) for k in sorted(set(chosen))},
+            "train_seconds_per_batch": per_batch,
+            "train_tokens_per_s_by_layout": {k: tok_count / v for k, v in seconds.items()},
             "eval_rows_per_s_shared": n / e_shared, "eval_rows_per_s_plain": n / e_plain,
             "eval_speedup": e_plain / e_shared, "eval_identical_rows": sum(x.token_ids == y.token_ids for x, y in zip(a, b)),
             **({"profiles": profiles} if profiles else {})}
@@ -333,7 +351,7 @@ def main() -> None:
     ap.add_argument("--random-hidden", type=int, default=2048)
     ap.add_argument("--random-layers", type=int, default=16)
     ap.add_argument("--profile", action="store_true",
-                    help="prefix: also profile one shared-prefix and one plain training batch (benchmarks/out/profiles/)")
+                    help="prefix: also profile one training batch of each layout (benchmarks/out/profiles/)")
     ap.add_argument("--reference-rows", type=int, default=0, help="rows for the slow reference loop (0: rows/4)")
     args = ap.parse_args()
     os.environ.setdefault("SERS_NO_PROGRESS", "1")

@@ -325,11 +325,13 @@ def test_mixed_task_batch_grouped_by_instruction_gives_same_loss_and_gradients(t
 
 # ---- activation checkpointing (training.gradient_checkpointing) -----------------------------------
 
-@pytest.mark.parametrize("shared", [True, False])
-def test_gradient_checkpointing_gives_same_loss_and_gradients(tiny_model_dir, shared):
+@pytest.mark.parametrize("layout", ["plain", "two_pass", "packed"])
+def test_gradient_checkpointing_gives_same_loss_and_gradients(tiny_model_dir, layout):
     """Checkpointed layers recompute their forward in the backward pass, at equal loss and gradients,
-    the shared-prefix path included (the prefix cache is read inside checkpointed layers)."""
+    in every layout: the two-pass one reads the prefix cache inside checkpointed layers, the packed one
+    recomputes each pack under its block mask."""
     from sers.models import load_tokenizer
+    from sers.prefix_packing import LayerCost, packs
     from sers.prompts import encode_example
 
     tok = load_tokenizer(str(tiny_model_dir))
@@ -345,14 +347,18 @@ def test_gradient_checkpointing_gives_same_loss_and_gradients(tiny_model_dir, sh
         attn = next(m for n, m in model.named_modules() if n.endswith("layers.0.self_attn"))
         attn.register_forward_hook(lambda *_: calls.append(1))
         torch.manual_seed(3)
-        ce, n = target_cross_entropy(model, examples, tok.pad_token_id, shared)
+        ce, n = target_cross_entropy(model, examples, tok.pad_token_id, layout != "plain", layout=layout)
         ce.backward()
-        return float(ce.detach()), n, {k: p.grad.clone() for k, p in lora_parameters(model)}, len(calls)
+        return float(ce.detach()), n, {k: p.grad.clone() for k, p in lora_parameters(model)}, len(calls), model
 
-    ce_0, n_0, g_0, calls_0 = loss_and_grads(False)
-    ce_1, n_1, g_1, calls_1 = loss_and_grads(True)
-    # the first layer's attention runs once more per row-batch (the recompute); the prefix is not recomputed
-    assert calls_0 == (2 if shared else 1) and calls_1 == calls_0 + 1
+    ce_0, n_0, g_0, calls_0, model = loss_and_grads(False)
+    ce_1, n_1, g_1, calls_1, _ = loss_and_grads(True)
+    p, _ = training.batch_layout(model, examples, True)
+    n_packs = len(packs(p, [len(a) + len(b) - p for a, b in examples], LayerCost.of(model)))
+    # the first layer's attention: one call per forward, and once more per checkpointed forward (the
+    # recompute); the two-pass layout's prefix pass is not checkpointed
+    forwards, recomputed = {"plain": (1, 1), "two_pass": (2, 1), "packed": (n_packs, n_packs)}[layout]
+    assert calls_0 == forwards and calls_1 == forwards + recomputed
     assert n_0 == n_1 and ce_1 == pytest.approx(ce_0, abs=1e-6)
     for k in g_0:
         assert g_1[k].abs().sum() > 0, k
@@ -378,7 +384,8 @@ def test_stage_with_gradient_checkpointing_trains_the_same_adapter(tiny_model_di
 
 
 def test_checkpointed_shared_prefix_refuses_a_transformers_that_drops_the_cache(tiny_model_dir, monkeypatch):
-    """Where checkpointed layers cannot keep a cache, the suffix would silently lose the prefix: refuse."""
+    """Where checkpointed layers cannot keep a cache, the two-pass suffix would silently lose the prefix:
+    refuse."""
     from sers import generation
     from sers.models import load_tokenizer
     from sers.prompts import encode_example
@@ -390,8 +397,9 @@ def test_checkpointed_shared_prefix_refuses_a_transformers_that_drops_the_cache(
     model.train()
     monkeypatch.setattr(generation, "GradientCheckpointingLayer", None)
     with pytest.raises(SersError, match="training.gradient_checkpointing with training.shared_prefix"):
-        target_cross_entropy(model, examples, tok.pad_token_id, True)
+        target_cross_entropy(model, examples, tok.pad_token_id, True, layout="two_pass")
     target_cross_entropy(model, examples, tok.pad_token_id, False)[0].backward()  # unshared: no cache to keep
+    target_cross_entropy(model, examples, tok.pad_token_id, True, layout="packed")[0].backward()  # one pass, no cache
 
 
 @pytest.mark.parametrize("kind", [None, "lwf"])

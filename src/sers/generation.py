@@ -102,13 +102,18 @@ def common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
     return n
 
 
+def shared_prefix_len(seqs: Sequence[Sequence[int]], keep_last: int = 1) -> int:
+    """The prefix a batch computes once: the rows' common prefix, leaving each row ≥ `keep_last` tokens
+    of its own (0 for a single row or below `MIN_SHARED_PREFIX`)."""
+    if len(seqs) < 2:
+        return 0
+    p = min(common_prefix_len(seqs), min(len(s) for s in seqs) - keep_last)
+    return p if p >= MIN_SHARED_PREFIX else 0
+
+
 def pack(seqs: Sequence[Sequence[int]], pad_id: int, share_prefix: bool, keep_last: int = 1) -> PackedBatch:
     """Split rows into a shared prefix and left-padded suffixes (each keeps ≥ `keep_last` tokens)."""
-    p = 0
-    if share_prefix and len(seqs) > 1:
-        p = min(common_prefix_len(seqs), min(len(s) for s in seqs) - keep_last)
-        if p < MIN_SHARED_PREFIX:
-            p = 0
+    p = shared_prefix_len(seqs, keep_last) if share_prefix else 0
     suffixes = [list(s[p:]) for s in seqs]
     width = max(len(s) for s in suffixes)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
@@ -269,11 +274,13 @@ class _ReadOnlyCache(DynamicCache):
 
 
 def forward_packed(model, batch: PackedBatch, adapter_names: list[str] | None = None,
-                   prefix_adapters: list[str] | None = None, use_cache: bool = False, last_only: bool = False,
+                   prefix_adapters: list[str] | None = None, use_cache: bool = False, logits_to_keep: int = 0,
                    route=_adapter_kwargs):
     """Run the model over a packed batch; return (logits over the suffix [R, S, V], cache, mask).
 
-    `last_only` keeps only the last position's logits (generation needs no more). `route` turns a
+    `logits_to_keep` > 0 keeps only the last that many positions' logits (generation needs one, the
+    training loss those that predict a target): the LM head is a large share of a small model's work.
+    `route` turns a
     forward's per-row adapter names into the model call's kwargs (peft's `adapter_names` by default,
     or `LoraRowGate.route`).
 
@@ -308,7 +315,7 @@ def forward_packed(model, batch: PackedBatch, adapter_names: list[str] | None = 
     layers = [m for m in checkpointed if isinstance(m, GradientCheckpointingLayer)]
     with _layer_flags(layers, _can_checkpoint_with_cache=True):
         out = model(input_ids=suffix, attention_mask=mask, position_ids=positions, **{_cache_kwarg(model): cache},
-                    use_cache=(use_cache or p > 0) and not checkpointed, logits_to_keep=1 if last_only else 0,
+                    use_cache=(use_cache or p > 0) and not checkpointed, logits_to_keep=logits_to_keep,
                     **route(adapter_names))
     return out.logits, (cache if checkpointed else _out_cache(out)), mask
 
@@ -372,14 +379,14 @@ def _decode_batch(model, tokenizer, seqs: list[list[int]], sampling: Sampling, g
     stop_ids = eos_ids(model, tokenizer)
     if blend is None:
         batch = pack(seqs, tokenizer.pad_token_id, share_prefix)
-        logits, cache, mask = forward_packed(model, batch, use_cache=True, last_only=True)
+        logits, cache, mask = forward_packed(model, batch, use_cache=True, logits_to_keep=1)
         adapters = None
     else:  # each row twice: θ0 (adapter off) then θt, one forward for both
         batch = pack(seqs + seqs, tokenizer.pad_token_id, share_prefix)
         adapters = [BASE_ROWS] * n + [blend.adapter] * n
         logits, cache, mask = forward_packed(model, batch, adapter_names=adapters,
                                              prefix_adapters=[BASE_ROWS, blend.adapter], use_cache=True,
-                                             last_only=True, route=route)
+                                             logits_to_keep=1, route=route)
     next_logits = logits[:, -1, :].float()
     positions = (batch.prefix_len + batch.suffix_mask.sum(-1)).to(device)  # next position per row
     step_mask = _decoding_mask(model, batch, mask)
@@ -484,7 +491,8 @@ def continuation_logprobs(model, pad_id: int, prompts: Sequence[Sequence[int]],
             # shortest continuation): p ≤ min(len) − keep = min(prompt len) − 1
             keep = min(len(seqs[i]) for i in idx) - min(len(prompts[i]) for i in idx) + 1
             batch = pack([seqs[i] for i in idx], pad_id, share_prefix, keep_last=keep)
-            logits, _, _ = forward_packed(model, batch)
+            window = max(len(continuations[i]) for i in idx) + 1  # the positions that predict a continuation
+            logits, _, _ = forward_packed(model, batch, logits_to_keep=window)
             logp = logits.float().log_softmax(-1)
             width = batch.suffix.shape[1]
             for row, i in enumerate(idx):
@@ -493,6 +501,6 @@ def continuation_logprobs(model, pad_id: int, prompts: Sequence[Sequence[int]],
                     out[i] = []
                     continue
                 targets = batch.suffix[row, width - n_cont:].to(logp.device)
-                preds = logp[row, width - n_cont - 1: width - 1]
+                preds = logp[row, window - n_cont - 1: window - 1]
                 out[i] = preds.gather(-1, targets[:, None]).squeeze(-1).tolist()
     return out  # type: ignore[return-value]

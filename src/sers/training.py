@@ -21,8 +21,10 @@ the epoch's batches are shuffled again. Grouped batches tend to be all-new or al
 mostly 0 or 1: the penalty's expected weight over an epoch is unchanged (λ × the share of new rows),
 but it is applied in fewer, fuller doses; the default (`False`) keeps r_b ≈ the replay share in
 every batch, as in the reference.
-With `shared_prefix` the common prefix of a batch runs once and its KV cache is repeated for every
-row; gradients flow through that cache, so the loss and gradients equal an unshared batch.
+With `shared_prefix` the common prefix of a batch is computed once, in the cheaper of two layouts
+(`sers.prefix_packing`): two passes (the prefix, then the suffixes against its repeated KV cache,
+gradients flowing through that cache) or one packed sequence [prefix][suffix 1]…[suffix R] under a
+block mask. Either way the loss and gradients equal an unshared batch.
 
 The stage's folder is built in a temporary sibling and renamed into place only when complete
 (`sers.io.atomic_path`): adapter_model.safetensors, adapter_config.json, train_config.json,
@@ -53,8 +55,9 @@ from .baselines import (
 )
 from .data import split_instruction
 from .errors import SersError
-from .generation import forward_packed, pack, resolve_shared_prefix
+from .generation import forward_packed, pack, resolve_shared_prefix, shared_prefix_len
 from .io import atomic_path
+from .prefix_packing import choose_layout, packed_target_logits
 from .progress import progress
 
 GROUP_BATCHES = 8  # batches per sorted chunk: larger = more prefix sharing, less randomness
@@ -118,7 +121,7 @@ def penalised_loss(ce, penalty, lam: float, replay_fraction: float, only_above_m
 
 def target_cross_entropy(model, examples: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int,
                          shared_prefix: bool, groups: Sequence[object] | None = None,
-                         teacher: str | None = None, temperature: float = 1.0):
+                         teacher: str | None = None, temperature: float = 1.0, layout: str | None = None):
     """(mean cross-entropy over all target tokens of the batch, number of target tokens).
 
     `examples` are (prompt ids, target ids). With `groups` (e.g. each row's task instruction) the
@@ -128,6 +131,9 @@ def target_cross_entropy(model, examples: Sequence[tuple[Sequence[int], Sequence
 
     With `teacher` (the name of a frozen second adapter, LwF) the return is (ce, n_tokens, kl): kl =
     the mean over the same target tokens of KL(teacher ‖ model) at temperature `temperature`.
+
+    With `shared_prefix` each group runs in the cheaper layout that computes its shared prefix once
+    (`sers.prefix_packing.choose_layout`: two-pass or packed); `layout` forces one (benchmarks, tests).
     """
     keys = list(groups) if groups is not None else [None] * len(examples)
     members: dict[object, list[int]] = {}
@@ -136,7 +142,9 @@ def target_cross_entropy(model, examples: Sequence[tuple[Sequence[int], Sequence
     total, kl_total, n_tokens = None, None, 0
     for idx in members.values():
         part = [examples[i] for i in idx]
-        preds, labels = _target_logits(model, part, pad_id, shared_prefix)
+        preds, labels = _target_logits(model, part, pad_id, shared_prefix, layout=layout)
+        if len(labels) == 0:
+            continue
         part_sum = F.cross_entropy(preds, labels, reduction="sum")
         total = part_sum if total is None else total + part_sum
         n_tokens += len(labels)
@@ -144,7 +152,7 @@ def target_cross_entropy(model, examples: Sequence[tuple[Sequence[int], Sequence
             was_training = model.training
             model.eval()  # peft's per-row adapter selection refuses training mode; the teacher has no dropout
             with torch.no_grad():
-                t_preds, _ = _target_logits(model, part, pad_id, shared_prefix, adapter=teacher)
+                t_preds, _ = _target_logits(model, part, pad_id, shared_prefix, adapter=teacher, layout=layout)
             model.train(was_training)
             part_kl = distillation_kl(t_preds, preds, temperature)
             kl_total = part_kl if kl_total is None else kl_total + part_kl
@@ -155,21 +163,39 @@ def target_cross_entropy(model, examples: Sequence[tuple[Sequence[int], Sequence
     return total / n_tokens, n_tokens
 
 
-def _target_logits(model, examples, pad_id: int, shared_prefix: bool,
-                   adapter: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(float logits predicting each target token [N, V], those target ids [N]) of a batch."""
+def batch_layout(model, examples: Sequence[tuple[Sequence[int], Sequence[int]]], shared_prefix: bool) -> tuple[int, str]:
+    """(shared prefix length, layout) of a batch of (prompt, target) rows: the prefix ends before every
+    prompt's last token, so each target is predicted from inside its row's own suffix."""
     seqs = [list(p) + list(t) for p, t in examples]
-    # p ≤ min(len) − keep_last ≤ every prompt length − 1, so each target is predicted from the suffix
-    keep = min(len(s) for s in seqs) - min(len(p) for p, _ in examples) + 1
-    batch = pack(seqs, pad_id, share_prefix=shared_prefix, keep_last=keep)
+    p = shared_prefix_len(seqs, _suffix_keep(examples)) if shared_prefix else 0
+    return p, choose_layout(model, p, [len(s) - p for s in seqs])
+
+
+def _suffix_keep(examples) -> int:
+    """Tokens each row keeps out of the shared prefix: p ≤ min(len) − keep ≤ every prompt length − 1."""
+    return min(len(p) + len(t) for p, t in examples) - min(len(p) for p, _ in examples) + 1
+
+
+def _target_logits(model, examples, pad_id: int, shared_prefix: bool, adapter: str | None = None,
+                   layout: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(float logits predicting each target token [N, V], those target ids [N]) of a batch.
+
+    `layout` (one of `sers.prefix_packing.LAYOUTS`) overrides `choose_layout` (benchmarks, tests)."""
+    p, chosen = batch_layout(model, examples, shared_prefix)
+    layout = layout or chosen
+    if layout == "packed":
+        return packed_target_logits(model, examples, p, None if adapter is None else {"adapter_names": [adapter]})
+    seqs = [list(p) + list(t) for p, t in examples]
+    batch = pack(seqs, pad_id, share_prefix=layout == "two_pass", keep_last=_suffix_keep(examples))
     names = None if adapter is None else [adapter] * len(seqs)
-    logits, _, _ = forward_packed(model, batch, adapter_names=names,
+    # only the last positions reach the LM head: those that predict a target token, and the very last
+    window = max(len(t) for _, t in examples) + 1
+    logits, _, _ = forward_packed(model, batch, adapter_names=names, logits_to_keep=window,
                                   prefix_adapters=None if adapter is None else [adapter])
-    width = batch.suffix.shape[1]
-    labels = torch.full((len(seqs), width), IGNORE, dtype=torch.long)
+    labels = torch.full((len(seqs), window), IGNORE, dtype=torch.long)
     for r, (_, t) in enumerate(examples):
         if len(t):
-            labels[r, width - len(t):] = torch.as_tensor(list(t), dtype=torch.long)
+            labels[r, window - len(t):] = torch.as_tensor(list(t), dtype=torch.long)
     labels = labels[:, 1:].to(logits.device)
     keep_pos = labels != IGNORE
     return logits[:, :-1][keep_pos].float(), labels[keep_pos]
