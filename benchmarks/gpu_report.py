@@ -78,6 +78,15 @@ def generation_rows(results: list[dict]) -> list[str]:
         rows.append(f"| training tokens/s, shared prefix vs not ({shape}) | **{_fmt(r['train_speedup'])}** "
                     f"({r['train_tokens_per_s_plain']:.0f} → {r['train_tokens_per_s_shared']:.0f} tok/s) | "
                     f"≥ {target:g}× ({what}) | {_verdict(r['train_speedup'], target)} |")
+        by_layout = r.get("train_tokens_per_s_by_layout") or {}
+        for layout in ("two_pass", "packed"):  # the two shared-prefix layouts the chosen one picks between
+            if layout in by_layout:
+                speedup = by_layout[layout] / r["train_tokens_per_s_plain"]
+                rows.append(f"| training tokens/s, {layout.replace('_', '-')} layout vs plain (`{r['task']}`) | "
+                            f"{_fmt(speedup)} ({by_layout[layout]:.0f} tok/s) | | |")
+        if r.get("train_layouts_chosen"):
+            chosen = ", ".join(f"{k.replace('_', '-')} {v}" for k, v in r["train_layouts_chosen"].items())
+            rows.append(f"| layout chosen per batch (`{r['task']}`) | {chosen} | | |")
         rows.append(f"| greedy evaluation rows/s, shared prefix vs not (`{r['task']}`) | **{_fmt(r['eval_speedup'])}** "
                     f"({r['eval_identical_rows']} of {r['rows']} rows identical) | ≥ {target:g}× ({what}) | "
                     f"{_verdict(r['eval_speedup'], target)} |")

@@ -10,18 +10,23 @@
 # Without .device/wheels it uses the Python it finds (PY; .venv/bin/python if there is one).
 #
 # Steps, most wanted first, each under its own time limit so that one slow step cannot starve the rest
-# (STEPS picks and orders them; default "1 4 5 3": step 2 ran on an H200 on 2026-11-28,
-# benchmarks/results/gpu-h200-2026-11-28):
+# (STEPS picks and orders them; default "1 6 5 3 4": step 2 ran on an H200 on 2026-11-28,
+# benchmarks/results/gpu-h200-2026-11-28, and most of step 4):
 #   1. the machine: GPU, torch/CUDA, transformers, peft, snakemake, sentence-transformers;
+#   6. step 2's shared-prefix part alone, after the packed layout (sers.prefix_packing): training
+#      tokens/s of the plain, two-pass and packed layouts and of the one chosen per batch, on the ~1B
+#      model where two passes' twice the kernel launches made the shared prefix 0.55-0.67x of plain,
+#      with a profile of one batch of each layout; greedy evaluation shared vs plain;
 #   4. paper_cost.py on a random-initialised LLaMA-2-7B shape in bf16 with the paper preset's LoRA,
 #      batch and lengths, memory capped at 79 GiB (an 80 GB GPU, also on an H200): one training step
 #      (full batch, gradient checkpointing or micro-batches, whichever fits), its time and peak memory,
 #      the similarity and Fisher passes, eval / synthesis / label generation rows per second, and the
 #      preset's GPU-hours per rule (paper_cost-cuda.json and .md); no tokenizer or weights. Cut off by
 #      its limit, its log still gives the estimate: paper_cost.py --from-log step4.log;
-#   5. the shared prefix vs plain, training and evaluation, on a LLaMA-2-7B-sized random model
-#      (BENCH7B_ARGS): on the 1B model the shared layout did a third of the GPU work but twice the
-#      kernel launches, and the host bounded the step; at 7B the GPU may bound it instead. Also blend
+#   5. the shared prefix vs plain (each layout, as in step 6), training and evaluation, on a
+#      LLaMA-2-7B-sized random model (BENCH7B_ARGS): on the 1B model the two-pass layout did a third of
+#      the GPU work but twice the kernel launches, and the host bounded the step; at 7B the GPU may
+#      bound it instead. Also blend
 #      decoding at α = 1 and α = 0 against plain greedy θ0 and θt (identical tokens, bf16);
 #   2. bench_generation.py on a random-initialised ~1B LLaMA in bf16 (warm, second run kept): batched
 #      synthesis, blend decoding vs the reference loop, vs the same blend routed by peft's mixed-adapter
@@ -38,7 +43,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/out/gpu-bundle}
 WORK=${WORK:-benchmarks/out/gpu}
 CARRIED=${CARRIED:-.device}
-STEPS=${STEPS:-1 4 5 3}
+STEPS=${STEPS:-1 6 5 3 4}
 DEADLINE=${DEADLINE:-575}  # seconds from the start: later steps are shortened to end by then
 CORES=${CORES:-12}
 # step 3's methods: each GPU rule at least once (synthesize: sers mask, ssr icl; similarity and label:
@@ -140,8 +145,18 @@ step3() {
     return $rc
 }
 
+step6() {
+    rm -f benchmarks/out/generation-*.json benchmarks/out/profiles/*.txt
+    # shellcheck disable=SC2086  # BENCH_ARGS is a list of arguments
+    $PY benchmarks/bench_generation.py $BENCH_ARGS --only prefix --device "$DEVICE" --dtype "$DTYPE" --profile || return
+    local f
+    for f in benchmarks/out/generation-*-"$DEVICE".json; do cp "$f" "$WORK/$(basename "$f" .json)-prefix.json"; done
+    mkdir -p "$WORK/profiles" && cp benchmarks/out/profiles/*.txt "$WORK/profiles/"
+}
+
 step5() {
     # the shared prefix where the GPU, not the host, bounds a step: a LLaMA-2-7B-sized random model
+    rm -f benchmarks/out/generation-*.json
     # shellcheck disable=SC2086
     $PY benchmarks/bench_generation.py $BENCH7B_ARGS --device "$DEVICE" --dtype "$DTYPE" || return
     cp benchmarks/out/generation-*-"$DEVICE".json "$WORK/"
@@ -151,7 +166,7 @@ step4() {
     # shellcheck disable=SC2086
     $PY benchmarks/paper_cost.py $PAPER_ARGS --device "$DEVICE" --dtype "$DTYPE" --out "$WORK/paper_cost-$DEVICE.json"
 }
-export -f step1 step2 step3 step4 step5
+export -f step1 step2 step3 step4 step5 step6
 
 # Each step's limit (LIMIT_N overrides it), cut so that all end by DEADLINE, for a call's timeout_s of 590.
 # On an H200, 2026-11-28: step 1 took 21 s; step 4 ran past 140 s (build 2 s, four training attempts,
@@ -164,8 +179,8 @@ export -f step1 step2 step3 step4 step5
 #   BENCH_ARGS="--model random-1b --tokenizer /tmp/r/tokenizer --random-hidden 64 --random-layers 2 --rows 8 \
 #   --batch 4 --new-tokens 8 --reference-rows 2 --prefix-task pos sa" BENCH7B_ARGS="--model random-1b \
 #   --tokenizer /tmp/r/tokenizer --random-hidden 64 --random-layers 2 --rows 8 --batch 4 --new-tokens 8 \
-#   --only blend_ends prefix --prefix-task pos" STEPS="1 4 5 2 3" bash benchmarks/gpu_session.sh
-declare -A LIMIT=([1]=45 [2]=200 [3]=190 [4]=210 [5]=120)
+#   --only blend_ends prefix --prefix-task pos" STEPS="1 6 4 5 2 3" bash benchmarks/gpu_session.sh
+declare -A LIMIT=([1]=45 [2]=200 [3]=190 [4]=210 [5]=150 [6]=130)
 for n in $STEPS; do
     limit_var="LIMIT_$n"
     run_step "$n" "${!limit_var:-${LIMIT[$n]}}" "step$n"

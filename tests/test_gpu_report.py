@@ -21,7 +21,9 @@ def prefix(task: str, train: float, evaluation: float) -> dict:
     return {"bench": "prefix", "task": task, "rows": 32, "batch": 16, "prompt_tokens_mean": 300.0,
             "shared_prefix_tokens_mean": 250.0, "train_tokens_per_s_shared": 2000.0 * train,
             "train_tokens_per_s_plain": 2000.0, "train_speedup": train, "eval_rows_per_s_shared": 5.0,
-            "eval_rows_per_s_plain": 5.0 / evaluation, "eval_speedup": evaluation, "eval_identical_rows": 32}
+            "eval_rows_per_s_plain": 5.0 / evaluation, "eval_speedup": evaluation, "eval_identical_rows": 32,
+            "train_layouts_chosen": {"packed": 2}, "train_tokens_per_s_by_layout": {
+                "plain": 2000.0, "two_pass": 1000.0, "packed": 2000.0 * train, "auto": 2000.0 * train}}
 
 
 def test_report_sets_each_figure_against_its_target(tmp_path):
@@ -46,6 +48,9 @@ def test_report_sets_each_figure_against_its_target(tmp_path):
     assert row("| training tokens/s, shared prefix vs not (`pos`").endswith("| met |")  # 2.5× ≥ 2×
     assert row("| greedy evaluation rows/s, shared prefix vs not (`pos`)").endswith("| **missed** |")  # 1.5× < 2×
     assert row("| training tokens/s, shared prefix vs not (`sa`").endswith("| **missed** |")  # slower on short
+    assert row("| training tokens/s, two-pass layout vs plain (`pos`)").startswith(
+        "| training tokens/s, two-pass layout vs plain (`pos`) | 0.50× (1000 tok/s)")
+    assert row("| layout chosen per batch (`sa`)") == "| layout chosen per batch (`sa`) | packed 2 | | |"
     assert row("| peak memory, blend vs plain greedy").endswith("| met |")
     assert row("| blend at α = 1 vs plain greedy θ0").endswith("| met |")
     assert row("| blend at α = 0 vs plain greedy θt").endswith("| **missed** |")  # 30 of 32

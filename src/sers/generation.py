@@ -30,11 +30,12 @@ from .errors import SersError
 from .progress import progress
 
 MIN_SHARED_PREFIX = 4  # below this a separate prefix pass costs more than it saves
-# Where `shared_prefix: auto` turns the shared prefix on: measured faster on CPU (SmolLM2, 2 cores:
-# 4.2× training tokens/s, 3.7× evaluation rows/s). Off on a GPU: on an H200 (random 0.92B LLaMA, bf16,
-# 2026-11-28) training ran at 0.55× (pos) and 0.67× (sa), evaluation at 0.98× and 0.92×. Both layouts use
-# the fused cuDNN attention; the shared one does a third of the GPU work but launches twice the kernels
-# (a prefix pass and a suffix pass), and at that size the host bounds the step (benchmarks/README.md).
+# Where `shared_prefix: auto` turns the shared prefix on: measured faster on CPU (SmolLM2, 2 cores,
+# 2026-11-28: training 6.3× (pos) and 2.8× (sa) tokens/s in the packed layout, evaluation 2.7× and 1.1×
+# rows/s). Off on a GPU: on an H200 (random 0.92B LLaMA, bf16, 2026-11-28) two-pass training ran at 0.55×
+# (pos) and 0.67× (sa), evaluation at 0.98× and 0.92×; it did a third of the GPU work but launched twice
+# the kernels, and at that size the host bounds the step. The packed layout (`sers.prefix_packing`, one
+# pass) is not yet measured on a GPU (benchmarks/README.md).
 SHARED_PREFIX_AUTO_DEVICES = frozenset({"cpu"})
 
 
