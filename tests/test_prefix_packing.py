@@ -159,3 +159,19 @@ def test_layout_costs_by_hand():
     assert c["plain"] == 10 * 2 * 7 + 2 * 49
     assert c["two_pass"] == 10 * (4 + 2 * 3) + (16 + 2 * 3 * 7)
     assert c["packed"] == 10 * 9 + 81  # one pack: [prefix 4][2][3]
+
+
+def test_pack_mask_by_hand_and_on_the_segments_device():
+    from sers.prefix_packing import _pack_mask
+
+    segments = torch.tensor([0, 0, 1, 1, 2])  # a 2-token prefix, a 2-token suffix, a 1-token suffix
+    expected = torch.tensor([[1, 0, 0, 0, 0],
+                             [1, 1, 0, 0, 0],
+                             [1, 1, 1, 0, 0],
+                             [1, 1, 1, 1, 0],
+                             [1, 1, 0, 0, 1]], dtype=torch.bool)  # the last row does not see suffix 1
+    assert torch.equal(_pack_mask(segments, "bool", torch.float32)[0, 0], expected)
+    additive = _pack_mask(segments, "additive", torch.bfloat16)[0, 0]
+    assert additive.dtype == torch.bfloat16 and torch.equal(additive == 0, expected)
+    # built where the segments are (a GPU in training), not on the host
+    assert _pack_mask(segments.to("meta"), "additive", torch.bfloat16).device.type == "meta"

@@ -102,7 +102,8 @@ def _pack_mask(segments: torch.Tensor, kind: str, dtype: torch.dtype) -> torch.T
     allowed = torch.tril(same)
     if kind == "bool":
         return allowed[None, None]
-    return torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)[None, None]
+    additive = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+    return additive.masked_fill(~allowed, torch.finfo(dtype).min)[None, None]
 
 
 def packed_target_logits(model, examples: Sequence[tuple[Sequence[int], Sequence[int]]], prefix_len: int,
@@ -117,7 +118,7 @@ def packed_target_logits(model, examples: Sequence[tuple[Sequence[int], Sequence
     if any(len(prompt) <= p for prompt, _ in examples):
         raise ValueError("packed layout: the shared prefix must end before every prompt's last token")
     device = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
+    dtype = model.get_input_embeddings().weight.dtype  # the activations' dtype (not a LoRA matrix's)
     kind = PACKABLE_ATTENTION[model.config._attn_implementation]
     preds, labels = [], []
     for rows in packs(p, [len(s) - p for s in seqs], LayerCost.of(model)):
