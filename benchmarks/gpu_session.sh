@@ -180,7 +180,7 @@ export -f step1 step2 step3 step4 step5 step6
 #   --batch 4 --new-tokens 8 --reference-rows 2 --prefix-task pos sa" BENCH7B_ARGS="--model random-1b \
 #   --tokenizer /tmp/r/tokenizer --random-hidden 64 --random-layers 2 --rows 8 --batch 4 --new-tokens 8 \
 #   --only blend_ends prefix --prefix-task pos" STEPS="1 6 4 5 2 3" bash benchmarks/gpu_session.sh
-declare -A LIMIT=([1]=45 [2]=200 [3]=190 [4]=210 [5]=150 [6]=130)
+declare -A LIMIT=([1]=45 [2]=200 [3]=190 [4]=210 [5]=150 [6]=160)
 for n in $STEPS; do
     limit_var="LIMIT_$n"
     run_step "$n" "${!limit_var:-${LIMIT[$n]}}" "step$n"
