@@ -13,6 +13,7 @@ Measures, at identical outputs where the comparison is between two implementatio
   blend_ends  blend decoding at α = 1 and α = 0: rows identical to plain greedy θ0 and θt (same batch)
   prefix      training tokens/s of each layout (plain; the shared prefix in two passes or packed; the
               layout choose_layout picks) and greedy-evaluation rows/s with and without the shared prefix
+  layout_shapes  packed vs two-pass training steps on synthetic batch shapes, beside the FLOP count
   memory      peak memory of blend decoding vs plain greedy decoding (each in a fresh process)
 Results go to benchmarks/out/<name>.json and are printed as one JSON line per measurement.
 """
@@ -294,6 +295,49 @@ def bench_prefix(peft_model, tok, device, task, n, batch, new_tokens, chat, prof
             **({"profiles": profiles} if profiles else {})}
 
 
+# Synthetic batches whose counted packed / two-pass FLOPs straddle 1: (shared prefix, prompt tokens after
+# it per row, target tokens, rows). Random token ids: only the shapes matter.
+LAYOUT_SHAPES = {"uniform long suffixes": (60, [290] * 16, 10), "uniform short suffixes": (375, [30] * 16, 10),
+                 "one-token suffixes": (16, [1] * 64, 1), "varied suffixes": (63, list(range(24, 300, 18)), 10)}
+
+
+def bench_layout_shapes(peft_model, device, repeats: int = 2):
+    """Packed vs two-pass training steps (forward and backward, best of `repeats` after a warm-up) on
+    synthetic batch shapes, each beside the FLOP count's ratio and `choose_layout`'s pick: the data that
+    sets `PACKED_FLOP_MARGIN`."""
+    import random
+
+    from sers.prefix_packing import LayerCost, layout_costs
+    from sers.training import batch_layout, target_cross_entropy
+
+    rng = random.Random(0)
+    vocab = peft_model.config.vocab_size
+    peft_model.train()
+    out = []
+    for name, (p, prompt_tails, target_len) in LAYOUT_SHAPES.items():
+        prefix = [rng.randrange(100, vocab) for _ in range(p)]
+        examples = [(prefix + [rng.randrange(100, vocab) for _ in range(n)],
+                     [rng.randrange(100, vocab) for _ in range(target_len)]) for n in prompt_tails]
+        shared, chosen = batch_layout(peft_model, examples, True)
+        costs = layout_costs(shared, [len(a) + len(b) - shared for a, b in examples], LayerCost.of(peft_model))
+        seconds = {}
+        for layout in ("two_pass", "packed"):
+            runs = []
+            for _ in range(repeats + 1):  # the first is the warm-up
+                sync(device)
+                start = time.perf_counter()
+                target_cross_entropy(peft_model, examples, 0, True, layout=layout)[0].backward()
+                peft_model.zero_grad()
+                sync(device)
+                runs.append(time.perf_counter() - start)
+            seconds[layout] = min(runs[1:])
+        out.append({"bench": "layout_shapes", "shape": name, "rows": len(examples), "shared_prefix_tokens": shared,
+                    "chosen": chosen, "counted_packed_vs_two_pass": costs["packed"] / costs["two_pass"],
+                    "measured_packed_vs_two_pass": seconds["packed"] / seconds["two_pass"],
+                    "seconds": seconds})
+    return out
+
+
 def peak_rss_mib() -> float:
     """This process's peak resident set (VmHWM). Not ru_maxrss: Linux carries that over exec from the
     forking parent, so a child of a big benchmark process would report the parent's peak."""
@@ -345,7 +389,8 @@ def main() -> None:
     ap.add_argument("--prefix-task", nargs="+", default=["pos"],
                     help="tasks for the shared-prefix bench (pos: long instruction; sa: the shortest prompts)")
     ap.add_argument("--chat-template", action="store_true")
-    ap.add_argument("--only", nargs="*", default=["synthesis", "blend", "blend_ends", "prefix", "memory"])
+    ap.add_argument("--only", nargs="*", default=["synthesis", "blend", "blend_ends", "prefix", "memory"],
+                    help="benches to run; also layout_shapes (packed vs two-pass on synthetic batch shapes)")
     ap.add_argument("--memory-child", choices=["plain", "blend"])
     ap.add_argument("--tokenizer", help="tokenizer folder for --model random-1b (default: the converted SmolLM2)")
     ap.add_argument("--random-hidden", type=int, default=2048)
@@ -376,6 +421,8 @@ def main() -> None:
                             args.reference_rows or max(1, args.rows // 4))
         elif bench == "blend_ends":
             r = bench_blend_ends(peft_model, tok, device, args.rows, args.new_tokens, args.batch, args.chat_template)
+        elif bench == "layout_shapes":
+            r = bench_layout_shapes(peft_model, device)
         elif bench == "prefix":  # the profile for the first task only
             r = [bench_prefix(peft_model, tok, device, task, args.rows, args.batch, args.new_tokens, args.chat_template,
                               REPO / "benchmarks/out/profiles" if args.profile and i == 0 else None)

@@ -93,6 +93,12 @@ def generation_rows(results: list[dict]) -> list[str]:
         for layout, prof in (r.get("profiles") or {}).items():
             rows.append(f"| attention operators, {layout} layout (`{r['task']}` training batch) | "
                         f"{', '.join(prof['attention_ops']) or '–'} | | |")
+    for r in by_bench.get("layout_shapes", []):
+        faster = "packed" if r["measured_packed_vs_two_pass"] <= 1 else "two-pass"
+        rows.append(f"| packed / two-pass step time, {r['shape']} ({r['rows']} rows, {r['shared_prefix_tokens']} "
+                    f"shared) | {r['measured_packed_vs_two_pass']:.2f} (counted {r['counted_packed_vs_two_pass']:.2f}) | "
+                    f"the faster one chosen | {'met' if faster == r['chosen'].replace('_', '-') else '**missed**'} "
+                    f"({r['chosen'].replace('_', '-')} chosen) |")
     for r in by_bench.get("memory", []):
         rows.append(f"| peak memory, blend vs plain greedy | **{_fmt(r['ratio'])}** ({r['blend_peak_mib']:.0f} vs "
                     f"{r['plain_greedy_peak_mib']:.0f} MiB) | ≤ 1.15× | {_verdict(r['ratio'], 1.15, at_least=False)} |")
@@ -108,7 +114,7 @@ def report(work: Path, cpu_run: Path | None = None) -> str:
     out += ["Steps:", "", "```", status.read_text().strip() if status.exists() else "no summary.txt", "```", ""]
 
     generation = sorted(work.glob("generation-*.json"))
-    out += ["### Generation and training speed (steps 2 and 5)", ""]
+    out += ["### Generation and training speed (steps 2, 5 and 6)", ""]
     if generation:
         for path in generation:
             data = json.loads(path.read_text())
@@ -116,7 +122,7 @@ def report(work: Path, cpu_run: Path | None = None) -> str:
                     f"(`{path.name}`):", ""]
             out += generation_rows(data["results"]) + [""]
     else:
-        out += ["Step 2 left no results.", ""]
+        out += ["Steps 2, 5 and 6 left no results.", ""]
 
     out += ["### The paper preset's cost (step 4)", ""]
     cost = sorted(work.glob("paper_cost-*.md"))

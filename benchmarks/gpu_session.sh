@@ -16,7 +16,8 @@
 #   6. step 2's shared-prefix part alone, after the packed layout (sers.prefix_packing): training
 #      tokens/s of the plain, two-pass and packed layouts and of the one chosen per batch, on the ~1B
 #      model where two passes' twice the kernel launches made the shared prefix 0.55-0.67x of plain,
-#      with a profile of one batch of each layout; greedy evaluation shared vs plain;
+#      with a profile of one batch of each layout; greedy evaluation shared vs plain; packed vs
+#      two-pass on synthetic batch shapes beside the FLOP count (the data for PACKED_FLOP_MARGIN);
 #   4. paper_cost.py on a random-initialised LLaMA-2-7B shape in bf16 with the paper preset's LoRA,
 #      batch and lengths, memory capped at 79 GiB (an 80 GB GPU, also on an H200): one training step
 #      (full batch, gradient checkpointing or micro-batches, whichever fits), its time and peak memory,
@@ -148,7 +149,8 @@ step3() {
 step6() {
     rm -f benchmarks/out/generation-*.json benchmarks/out/profiles/*.txt
     # shellcheck disable=SC2086  # BENCH_ARGS is a list of arguments
-    $PY benchmarks/bench_generation.py $BENCH_ARGS --only prefix --device "$DEVICE" --dtype "$DTYPE" --profile || return
+    $PY benchmarks/bench_generation.py $BENCH_ARGS --only prefix layout_shapes --device "$DEVICE" --dtype "$DTYPE" \
+        --profile || return
     local f
     for f in benchmarks/out/generation-*-"$DEVICE".json; do cp "$f" "$WORK/$(basename "$f" .json)-prefix.json"; done
     mkdir -p "$WORK/profiles" && cp benchmarks/out/profiles/*.txt "$WORK/profiles/"

@@ -11,7 +11,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from sers import prefix_packing  # noqa: E402
-from sers.prefix_packing import LayerCost, choose_layout, layout_costs, packs  # noqa: E402
+from sers.prefix_packing import PACKED_FLOP_MARGIN, LayerCost, choose_layout, layout_costs, packs  # noqa: E402
 from sers.training import _target_logits, lora_parameters, target_cross_entropy  # noqa: E402
 
 from _tiny import randomise_lora, sample_rows, tiny_model_dir  # noqa: E402,F401
@@ -144,12 +144,15 @@ def test_choose_layout_takes_the_cheaper_shared_layout():
     for p, suffixes in ((375, pos_like), (375, [40] * 16), (60, [300] * 16), (8, [80, 90, 100])):
         costs = layout_costs(p, suffixes, SMOLLM2)
         assert costs["two_pass"] < costs["plain"]  # sharing a prefix always saves work
-        best = "packed" if costs["packed"] <= costs["two_pass"] else "two_pass"
+        best = "packed" if costs["packed"] <= PACKED_FLOP_MARGIN * costs["two_pass"] else "two_pass"
         assert choose_layout(model, p, suffixes) == best
-    # answers of varied length after a long instruction (`pos`): packed, which pads nothing; equal
-    # one-token suffixes after a short prefix: two-pass, padded by nothing, attends to fewer pairs
+    # answers of varied length after a long instruction (`pos`): packed, which pads nothing; 16 equal long
+    # suffixes after a short prefix: two-pass, padded by nothing, attends to fewer pairs (measured 9% faster)
     assert choose_layout(model, 375, pos_like) == "packed"
-    assert choose_layout(model, 8, [1] * 64) == "two_pass"
+    costs = layout_costs(60, [300] * 16, SMOLLM2)
+    assert costs["two_pass"] < costs["packed"] and choose_layout(model, 60, [300] * 16) == "two_pass"
+    # one-token suffixes: counted 4% dearer packed, within the margin (measured 35% faster)
+    assert choose_layout(model, 16, [2] * 64) == "packed"
     assert choose_layout(smollm2_shaped("flash_attention_2"), 375, pos_like) == "two_pass"  # takes no 4D mask
 
 

@@ -14,7 +14,8 @@ predict a target token reach the LM head (`logits_to_keep`).
 The price is dense attention over the whole pack: L² (query, key) pairs for L packed tokens, where
 the two-pass layout has Σ S·(P+S). `LayerCost` counts a decoder layer's FLOPs from the model's
 config; rows go into several packs (each with its own copy of the prefix) where one pack would cost
-more, and `choose_layout` takes the cheaper of the packed and two-pass layouts for each batch.
+more, and `choose_layout` takes the packed layout for a batch unless the count makes it clearly
+dearer than the two-pass one.
 """
 from __future__ import annotations
 
@@ -28,6 +29,11 @@ LAYOUTS = ("plain", "two_pass", "packed")
 PACKABLE_ATTENTION = {"sdpa": "bool", "eager": "additive"}
 # A pack's mask is dense (L × L): a cap that keeps it (and eager attention's L² scores) small
 MAX_PACK_TOKENS = 8192
+# Packed is chosen unless its counted FLOPs exceed the two-pass layout's by more than this factor. The
+# count leaves out the second pass's fixed costs (kernel launches: what made two passes slow on an H200).
+# On CPU (SmolLM2, 2026-11-28) packed ran faster in 6 of 7 batches up to a counted ratio of 1.18 and
+# 9% slower in one at 1.18 (benchmarks/README.md, "The packed shared-prefix layout").
+PACKED_FLOP_MARGIN = 1.15
 
 
 @dataclass(frozen=True)
@@ -86,14 +92,15 @@ def packable(model) -> bool:
 
 
 def choose_layout(model, prefix_len: int, suffix_lens: Sequence[int]) -> str:
-    """The layout of a batch: plain without a shared prefix, else the cheaper of two-pass and packed
-    (two-pass where the attention implementation takes no custom mask, e.g. flash-attention)."""
+    """The layout of a batch: plain without a shared prefix, else packed unless its counted FLOPs exceed
+    the two-pass layout's by more than `PACKED_FLOP_MARGIN` (two-pass where the attention implementation
+    takes no custom mask, e.g. flash-attention)."""
     if prefix_len == 0:
         return "plain"
     if not packable(model):
         return "two_pass"
     costs = layout_costs(prefix_len, suffix_lens, LayerCost.of(model))
-    return "packed" if costs["packed"] <= costs["two_pass"] else "two_pass"
+    return "packed" if costs["packed"] <= PACKED_FLOP_MARGIN * costs["two_pass"] else "two_pass"
 
 
 def _pack_mask(segments: torch.Tensor, kind: str, dtype: torch.dtype) -> torch.Tensor:
