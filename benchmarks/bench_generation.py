@@ -412,7 +412,7 @@ def main() -> None:
     results = []
     peft_model = None
     for bench in args.only:  # synthesis first: it runs θ0 before the adapter is attached
-        if bench in ("blend", "blend_ends", "prefix") and peft_model is None:
+        if bench in ("blend", "blend_ends", "prefix", "layout_shapes") and peft_model is None:
             peft_model = with_random_lora(model)
         if bench == "synthesis":
             r = bench_synthesis(model, tok, device, args.rows, args.new_tokens, args.batch)
