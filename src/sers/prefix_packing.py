@@ -31,8 +31,9 @@ PACKABLE_ATTENTION = {"sdpa": "bool", "eager": "additive"}
 MAX_PACK_TOKENS = 8192
 # Packed is chosen unless its counted FLOPs exceed the two-pass layout's by more than this factor. The
 # count leaves out the second pass's fixed costs (kernel launches: what made two passes slow on an H200).
-# On CPU (SmolLM2, 2026-11-28) packed ran faster in 6 of 7 batches up to a counted ratio of 1.18 and
-# 9% slower in one at 1.18 (benchmarks/README.md, "The packed shared-prefix layout").
+# On CPU (SmolLM2, 2026-11-28) packed ran faster at counted ratios up to 1.18, but for 16 equal 300-token
+# suffixes (7% slower at 1.18); with this margin the faster layout was chosen in 7 of 8 batches
+# (benchmarks/README.md, "The packed shared-prefix layout"). On a GPU it is unmeasured.
 PACKED_FLOP_MARGIN = 1.15
 
 
