@@ -195,6 +195,10 @@ def test_stage_outputs_and_adapter_loads(tiny_model_dir, mixed_rows, tmp_path):
     cfg = json.loads((out / "train_config.json").read_text())
     assert cfg["lam"] == 0.3 and cfg["n_rows"] == 16 and cfg["n_replay_rows"] == 8 and cfg["n_new_rows"] == 8
     assert cfg["target_modules"] == ["q_proj", "v_proj"] and cfg["lora_r"] == 4 and cfg["seed"] == 0
+    # one forward per task instruction in each of the 4 micro-batches of sa and qa rows: shared, or plain
+    # where an instruction has one row in a micro-batch
+    assert set(cfg["forward_layouts"]) <= {"plain", "two_pass", "packed"}
+    assert 4 <= sum(cfg["forward_layouts"].values()) <= 8
     log = read_log(out)
     assert len(log) == 4 and all(set(rec) == LOSS_KEYS for rec in log)
     assert [rec["step"] for rec in log] == [1, 2, 3, 4] and log[-1]["epoch"] == 1.0

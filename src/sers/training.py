@@ -36,6 +36,7 @@ import contextlib
 import json
 import math
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -135,12 +136,8 @@ def target_cross_entropy(model, examples: Sequence[tuple[Sequence[int], Sequence
     With `shared_prefix` each group runs in the cheaper layout that computes its shared prefix once
     (`sers.prefix_packing.choose_layout`: two-pass or packed); `layout` forces one (benchmarks, tests).
     """
-    keys = list(groups) if groups is not None else [None] * len(examples)
-    members: dict[object, list[int]] = {}
-    for i, k in enumerate(keys):
-        members.setdefault(k, []).append(i)
     total, kl_total, n_tokens = None, None, 0
-    for idx in members.values():
+    for idx in group_rows(groups if groups is not None else [None] * len(examples)):
         part = [examples[i] for i in idx]
         preds, labels = _target_logits(model, part, pad_id, shared_prefix, layout=layout)
         if len(labels) == 0:
@@ -161,6 +158,14 @@ def target_cross_entropy(model, examples: Sequence[tuple[Sequence[int], Sequence
     if teacher is not None:
         return total / n_tokens, n_tokens, kl_total / n_tokens
     return total / n_tokens, n_tokens
+
+
+def group_rows(keys: Sequence[object]) -> list[list[int]]:
+    """Row indices grouped by key (e.g. each row's task instruction), groups in order of first appearance."""
+    members: dict[object, list[int]] = {}
+    for i, k in enumerate(keys):
+        members.setdefault(k, []).append(i)
+    return list(members.values())
 
 
 def batch_layout(model, examples: Sequence[tuple[Sequence[int], Sequence[int]]], shared_prefix: bool) -> tuple[int, str]:
@@ -382,6 +387,9 @@ def train_stage(model_path: str, out_dir: str, rows: Sequence[TrainRow], *, prev
         epoch += 1
     micro = micro[:total_micro]
     steps = [micro[i:i + grad_accum] for i in range(0, len(micro), grad_accum)]
+    # the layout each forward (one per task instruction in a micro-batch) runs in, for train_config.json
+    layouts = Counter(batch_layout(model, [examples[idx[j]] for j in part], shared_prefix)[1]
+                      for _, idx in micro for part in group_rows([instructions[i] for i in idx]))
     total_steps = len(steps)
     warmup_steps = int(round(warmup_ratio * total_steps))
 
@@ -402,7 +410,8 @@ def train_stage(model_path: str, out_dir: str, rows: Sequence[TrainRow], *, prev
         "max_grad_norm": max_grad_norm, "warmup_ratio": warmup_ratio, "warmup_steps": warmup_steps,
         "total_steps": total_steps, "micro_batches": len(micro), "prompt_format": prompt_format,
         "max_prompt_tokens": max_prompt_tokens, "max_target_tokens": max_target_tokens,
-        "shared_prefix": shared_prefix, "gradient_checkpointing": gradient_checkpointing, "seed": seed,
+        "shared_prefix": shared_prefix, "forward_layouts": dict(sorted(layouts.items())),
+        "gradient_checkpointing": gradient_checkpointing, "seed": seed,
         "device": str(dev),
         "dtype": str(next(model.parameters()).dtype).replace("torch.", ""), "autocast_bf16": use_bf16,
         "optimizer": "AdamW(weight_decay=0)", "schedule": "cosine with warmup",
