@@ -175,7 +175,8 @@ export -f step1 step2 step3 step4 step5 step6
 # evaluation and synthesis each timed twice, cut before labelling); step 2 took 64 s for the shared-prefix
 # part alone and ran past 150 s in all; step 3's CUDA run of six methods took 160 s.
 # Rehearsed on this 2-core CPU (DEVICE=cpu, tiny shapes; the carried wheels are for the device image's
-# Python, leave them out here):
+# Python, leave them out here); on 2026-11-29 all six steps passed (1: 8 s, 6: 13 s, 4: 19 s, 5: 7 s,
+# 2: 24 s, 3: 172 s) and gpu_report.py rendered the bundle:
 #   mkdir -p /tmp/r && ln -s $PWD/.device/{tokenizer,embedder,tiny-device.yaml} /tmp/r/ &&
 #   CARRIED=/tmp/r DEVICE=cpu DTYPE=float32 CORES=2 OUT=/tmp/r/out WORK=/tmp/r/work PAPER_ARGS="--shape tiny" \
 #   BENCH_ARGS="--model random-1b --tokenizer /tmp/r/tokenizer --random-hidden 64 --random-layers 2 --rows 8 \

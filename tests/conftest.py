@@ -97,10 +97,10 @@ def tiny_run(tmp_path_factory) -> Workflow:
 
 def pytest_collection_modifyitems(config, items):
     """The slow files first, so pytest-xdist (`--no-loadscope-reorder`, see the Makefile) starts the SLURM
-    test (mostly waiting on the cluster) and the tiny DAG run at once on two workers and the unit tests
-    fill the third, rather than one worker ending alone."""
-    first = {"test_slurm_cluster.py": 0, "test_dag.py": 1}
-    items.sort(key=lambda item: first.get(item.path.name, 2))
+    test (mostly waiting on the cluster), the tiny DAG run and the kill-and-resume runs at once on the
+    three workers and the unit tests fill what is left, rather than one worker ending alone."""
+    first = {"test_slurm_cluster.py": 0, "test_dag.py": 1, "test_resume.py": 2}
+    items.sort(key=lambda item: first.get(item.path.name, len(first)))
 
 
 _YIELDED: list[bool] = []

@@ -1,19 +1,14 @@
-"""The DAG itself: one real tiny run (every method but sers-noreg, see config/tiny.yaml) shared by the tests that read it, what a change reruns, resuming after SIGKILL."""
+"""The DAG itself: one real tiny run (every method but sers-noreg, see config/tiny.yaml) shared by the tests that read it and what a change reruns (resuming after SIGKILL: test_resume.py)."""
 import json
-import os
-import signal
-import subprocess
-import time
 
 import numpy as np
-import pytest
 from safetensors.torch import load_file
 
 from sers.io import read_jsonl
 from sers.seeding import derive_seed
 from sers.selection import select_by_kmeans
 
-from conftest import BASELINE_METHODS, SCHEDULER, SNAKEMAKE, TINY_RUN_METHODS, Workflow
+from conftest import BASELINE_METHODS, TINY_RUN_METHODS
 
 TINY = ("--configfile", "config/tiny.yaml")
 
@@ -177,56 +172,6 @@ def test_llamafactory_export_names_files_that_exist(tiny_run):
         data = json.loads((info_path.parent / entry["file_name"]).read_text())
         assert isinstance(data, list) and all({"instruction", "input", "output"} <= set(r) for r in data)
         assert entry["formatting"] == "alpaca"
-
-
-# ---- interrupted runs and determinism (here beside the other tiny_run tests: one worker builds it) ----
-
-# a pseudo set, a labelled rehearsal set, and one score of a second-stage model: every GPU step but the
-# similarity, without the other models' evaluations (a run of its own costs CPU the suite does not have)
-KILL_TARGETS = ("results/tiny/pseudo/mask/sa/selected.jsonl", "results/tiny/order1/sers/stage1-sa/rehearsal.jsonl",
-                "results/tiny/order1/seq/stage2-pe/eval/pe.json")
-
-
-def start(wf: Workflow, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([SNAKEMAKE, "--cores", "2", *SCHEDULER, *KILL_TARGETS, *args, *TINY], cwd=wf.root,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-
-
-def kill_when_started(wf: Workflow, proc: subprocess.Popen, log_dir: str, timeout: float = 240) -> None:
-    """SIGKILL the whole run (Snakemake and its jobs) as soon as a job of the given kind starts."""
-    deadline = time.time() + timeout
-    logs = wf.root / "results/tiny/logs" / log_dir
-    while time.time() < deadline:
-        if logs.exists() and any(p.stat().st_size for p in logs.rglob("*.log")):
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"the run ended before a {log_dir} job started")
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    raise AssertionError(f"no {log_dir} job started within {timeout}s")
-
-
-@pytest.mark.slow
-def test_sigkilled_runs_resume_to_the_uninterrupted_result(tiny_run, tmp_path):
-    """Kill during synthesis, training and evaluation; the resumed run equals an uninterrupted one
-    (tiny_run, a separate run: so this is also the byte-identical determinism check on CPU)."""
-    wf = Workflow(tmp_path)
-    for stage in ("synthesize", "train", "evaluate"):
-        proc = start(wf, "--rerun-incomplete")
-        kill_when_started(wf, proc, stage)
-        subprocess.run([SNAKEMAKE, "--unlock", *TINY], cwd=wf.root, check=True, capture_output=True)
-    wf.snakemake(*KILL_TARGETS, "--rerun-incomplete", *TINY)
-    compared = list(KILL_TARGETS) + ["results/tiny/order1/seq/stage2-pe/eval/pe.jsonl",
-                                     "results/tiny/order1/seq/stage2-pe/adapter/adapter_model.safetensors"]
-    for target in compared:
-        assert (wf.root / target).read_bytes() == (tiny_run.root / target).read_bytes(), target
-    # a killed job leaves no trusted artifact: nothing half-written under a final name
-    for path in (wf.root / "results").rglob("*"):
-        if path.suffix == ".jsonl" and path.is_file():
-            for line in path.read_text().splitlines():
-                json.loads(line)
 
 
 # ---- the regularisation and architecture baselines (ewc, l2, lwf, olora, replay-kmeans) ----
