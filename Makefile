@@ -45,9 +45,10 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check src workflow tests benchmarks
 
 # Three workers on two cores, a test file at a time: test_dag.py (every test of the one tiny DAG run)
-# stays on one worker, the SLURM cluster test (mostly waiting on sacct, CPU idle) on another, and the
-# unit tests on the third use the cores the waiting leaves (7 min instead of 11 with two workers).
-# --no-loadscope-reorder keeps conftest's order (those two files first; xdist would otherwise start
+# stays on one worker, the SLURM cluster test (mostly waiting on sacct, CPU idle) on another, the
+# kill-and-resume runs on the third, and the unit tests follow where a worker is free (7 min instead of
+# 11 with two workers; four workers gained nothing).
+# --no-loadscope-reorder keeps conftest's order (those three files first; xdist would otherwise start
 # the files with the most tests), and conftest lowers every other test's CPU priority, so the tiny
 # DAG run, the critical path, is not the last to end.
 test: $(BIN)/.installed
