@@ -25,8 +25,9 @@ rule evaluate:
         f"{RUN}/logs/evaluate/{{modeldir}}.log",
     group:
         "evaluation"
+    threads: 8
     resources:
-        **gpu_resources(mem_mb=32000, runtime=240, cpus=8),
+        **gpu_resources(mem_mb=32000, runtime=240),
     params:
         tasks=lambda wc: model_eval_tasks(wc.modeldir),
         digests=lambda wc: {t: eval_digest(t) for t in model_eval_tasks(wc.modeldir)},

@@ -7,8 +7,9 @@ rule convert_gguf_model:
         directory(f"{config['model']['cache_dir']}/{config['model']['gguf_package']}"),
     log:
         f"{RUN}/logs/convert_gguf_model.log",
+    threads: 2
     resources:
-        **cpu_resources(mem_mb=4000, runtime=30, cpus=2),
+        **cpu_resources(mem_mb=4000, runtime=30),
     params:
         package=config["model"]["gguf_package"],
     script:

@@ -12,8 +12,9 @@ rule synthesize:
         raw=f"{PSEUDO}/{{kind}}/{{task}}/raw.jsonl",
     log:
         f"{RUN}/logs/synthesize/{{kind}}-{{task}}.log",
+    threads: 8
     resources:
-        **gpu_resources(mem_mb=32000, runtime=240, cpus=8),
+        **gpu_resources(mem_mb=32000, runtime=240),
     params:
         mode=lambda wc: synthesis_mode(wc.kind),
         settings=config["synthesis"],
@@ -55,8 +56,9 @@ rule embed_pseudo:
         f"{RUN}/logs/embed/{{kind}}-{{task}}.log",
     group:
         "pseudo_chain"
+    threads: 4
     resources:
-        **cpu_resources(mem_mb=8000, runtime=60, cpus=4),
+        **cpu_resources(mem_mb=8000, runtime=60),
     params:
         embedder=embedder_params(),
         embed_text=config["selection"]["embed_text"],

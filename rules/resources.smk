@@ -7,14 +7,19 @@
 #
 #     (in a rule named train)
 #         ...
+#         threads: 8
 #         resources:
-#             **gpu_resources(mem_mb=32000, runtime=480, cpus=8),
+#             **gpu_resources(mem_mb=32000, runtime=480),
 #
 # What the keys mean to the SLURM executor plugin (snakemake-executor-plugin-slurm):
+#   threads: C            ->  sbatch --cpus-per-task=C
 #   gpu=N + gpu_model=M   ->  sbatch --gpus=M:N   (gpu alone -> --gpus=N)
-#   cpus_per_task=C       ->  sbatch --cpus-per-task=C
 #   mem_mb=X              ->  sbatch --mem X          (megabytes)
 #   runtime=T             ->  sbatch -t T             (minutes)
+# A rule's CPUs are its `threads`, not a `cpus_per_task` resource: Snakemake exports the threads as
+# OMP_NUM_THREADS (and MKL_/OPENBLAS_NUM_THREADS) into the job, so torch, the tokenizers and
+# scikit-learn compute on every CPU SLURM gave it. With `cpus_per_task` alone a job held 8 CPUs and
+# computed on one. Locally the threads are capped at `--cores` (and at `--max-threads`).
 # Partition and account are NOT set here: they are cluster/user specific and live in the profile
 # (profiles/slurm/config.yaml, via SERS_SLURM_PARTITION / SERS_SLURM_ACCOUNT).
 #
@@ -22,9 +27,9 @@
 # killed for running out of memory or time is retried (profile: `retries`) with 2x, 3x the request.
 #
 # Local runs (`snakemake --cores N`, no executor): Snakemake only enforces resources that are
-# given a limit with `--resources`, plus cores. `gpu`, `gpu_model`, `cpus_per_task`, `mem_mb` and
-# `runtime` are therefore just annotations locally and need no `--resources gpu=...`. A user who
-# wants to serialise GPU jobs on a one-GPU workstation can still pass `--resources gpu=1`.
+# given a limit with `--resources`, plus cores. `gpu`, `gpu_model`, `mem_mb` and `runtime` are
+# therefore just annotations locally and need no `--resources gpu=...`. A user who wants to
+# serialise GPU jobs on a one-GPU workstation can still pass `--resources gpu=1`.
 
 
 def _scaled(base):
@@ -43,25 +48,24 @@ def _gpu_model():
     return slurm_cfg.get("gpu_model", "a100")
 
 
-def cpu_resources(mem_mb=4000, runtime=30, cpus=1):
-    """Resources for a CPU-only rule: `resources: **cpu_resources(mem_mb=..., runtime=..., cpus=...)`.
+def cpu_resources(mem_mb=4000, runtime=30):
+    """Resources for a CPU-only rule: `resources: **cpu_resources(mem_mb=..., runtime=...)`.
 
-    mem_mb (MB) and runtime (minutes) grow with the attempt number; cpus is fixed.
+    mem_mb (MB) and runtime (minutes) grow with the attempt number. CPUs: the rule's `threads`.
     """
     return {
-        "cpus_per_task": int(cpus),
         "mem_mb": _scaled(mem_mb),
         "runtime": _scaled(runtime),
     }
 
 
-def gpu_resources(mem_mb=16000, runtime=240, cpus=8, gpus=1):
-    """Resources for a GPU rule: `resources: **gpu_resources(mem_mb=..., runtime=..., cpus=...)`.
+def gpu_resources(mem_mb=16000, runtime=240, gpus=1):
+    """Resources for a GPU rule: `resources: **gpu_resources(mem_mb=..., runtime=...)`.
 
     Adds gpu=<gpus> and gpu_model=config["slurm"]["gpu_model"] (-> sbatch --gpus=<model>:<gpus>)
     to cpu_resources(); mem_mb (MB) and runtime (minutes) grow with the attempt number.
     """
-    res = cpu_resources(mem_mb=mem_mb, runtime=runtime, cpus=cpus)
+    res = cpu_resources(mem_mb=mem_mb, runtime=runtime)
     res["gpu"] = int(gpus)
     model = _gpu_model()
     if model:

@@ -49,8 +49,9 @@ rule embed_real:
         f"{RUN}/logs/embed_real/{{task}}.log",
     group:
         "real_chain"
+    threads: 4
     resources:
-        **cpu_resources(mem_mb=8000, runtime=60, cpus=4),
+        **cpu_resources(mem_mb=8000, runtime=60),
     params:
         embedder=embedder_params(),
         embed_text=config["selection"]["embed_text"],
@@ -89,8 +90,9 @@ rule task_similarity:
         similarity=f"{STAGE_DIR}/similarity.json",
     log:
         f"{RUN}/logs/similarity/{{order}}-{{method}}-stage{{stage}}-{{task}}.log",
+    threads: 8
     resources:
-        **gpu_resources(mem_mb=32000, runtime=60, cpus=8),
+        **gpu_resources(mem_mb=32000, runtime=60),
     params:
         settings=config["similarity"],
         model=model_params(),
@@ -111,8 +113,9 @@ rule train_first_stage:
         adapter=directory(f"{RUN}/{{order}}/stage1-{{task}}/adapter"),
     log:
         f"{RUN}/logs/train/{{order}}-stage1-{{task}}.log",
+    threads: 8
     resources:
-        **gpu_resources(mem_mb=64000, runtime=720, cpus=8),
+        **gpu_resources(mem_mb=64000, runtime=720),
     params:
         training=config["training"],
         similarity=config["similarity"],
@@ -139,8 +142,9 @@ rule train_stage:
         f"{RUN}/logs/train/{{order}}-{{method}}-stage{{stage}}-{{task}}.log",
     wildcard_constraints:
         stage=r"[2-9]|[1-9]\d+",
+    threads: 8
     resources:
-        **gpu_resources(mem_mb=64000, runtime=720, cpus=8),
+        **gpu_resources(mem_mb=64000, runtime=720),
     params:
         training=config["training"],
         similarity=config["similarity"],
@@ -167,8 +171,9 @@ rule fisher:
         summary=f"{STAGE_DIR}/fisher.json",
     log:
         f"{RUN}/logs/fisher/{{order}}-{{method}}-stage{{stage}}-{{task}}.log",
+    threads: 8
     resources:
-        **gpu_resources(mem_mb=32000, runtime=120, cpus=8),
+        **gpu_resources(mem_mb=32000, runtime=120),
     params:
         fisher_rows=config["baselines"]["ewc"]["fisher_rows"],
         model=model_params(),
@@ -191,8 +196,9 @@ rule label_rehearsal:
         summary=f"{STAGE_DIR}/rehearsal_summary.json",
     log:
         f"{RUN}/logs/label/{{order}}-{{method}}-stage{{stage}}-{{task}}.log",
+    threads: 8
     resources:
-        **gpu_resources(mem_mb=32000, runtime=240, cpus=8),
+        **gpu_resources(mem_mb=32000, runtime=240),
     params:
         evolution=evolution_params,
         model=model_params(),
@@ -209,8 +215,9 @@ rule train_mtl:
         adapter=directory(f"{RUN}/mtl/stage1-all/adapter"),
     log:
         f"{RUN}/logs/train/mtl.log",
+    threads: 8
     resources:
-        **gpu_resources(mem_mb=64000, runtime=1440, cpus=8),
+        **gpu_resources(mem_mb=64000, runtime=1440),
     params:
         training=config["training"],
         similarity=config["similarity"],

@@ -11,7 +11,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("SERS_NO_PROGRESS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# One compute thread per test process, as Snakemake gives every job of a rule without `threads`: three
+# One compute thread per test process, as the tests' workflow runs give every job (LOCAL_RUN): three
 # workers share two cores, and torch's default of one thread per core spent ~30 % more CPU (spin-waiting
 # OpenMP threads) for the same wall time even with the machine to itself.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -28,9 +28,12 @@ TINY_RUN_METHODS = tuple(m for m in ALL_METHODS if m != "sers-noreg")
 # the rules that ask SLURM for a GPU (rules/resources.smk); every other rule runs on a CPU
 GPU_RULES = frozenset({"synthesize", "train_first_stage", "train_stage", "task_similarity", "label_rehearsal",
                        "evaluate", "train_mtl", "fisher"})
-# Snakemake's default ILP scheduler runs a CBC solve every scheduling round (110 in the tiny run);
-# the greedy one picks the same jobs here (no resource limits) without it
-SCHEDULER = ("--scheduler", "greedy")
+# How the tests run the workflow locally. `--max-threads 1`: every job computes on one thread, so two
+# jobs share the two cores; the rules' `threads` (8 for GPU rules) would otherwise give each GPU job
+# both cores, and the tiny run's ~100 jobs, nearly all Python start-up (one thread), would run one at
+# a time. Snakemake's default ILP scheduler runs a CBC solve every scheduling round (110 in the tiny
+# run); the greedy one picks the same jobs here (no resource limits) without it.
+LOCAL_RUN = ("--cores", "2", "--max-threads", "1", "--scheduler", "greedy")
 LINKED = ("Snakefile", "rules", "workflow", "config", "data", "src", "profiles", "report")
 
 
@@ -47,8 +50,9 @@ class Workflow:
         path.write_text(yaml.safe_dump(data), encoding="utf-8")
         return name
 
-    def snakemake(self, *args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
-        proc = subprocess.run([SNAKEMAKE, "--cores", "2", *SCHEDULER, *args], cwd=self.root, capture_output=True,
+    def snakemake(self, *args: str, check: bool = True, timeout: int = 900,
+                  run_args: tuple[str, ...] = LOCAL_RUN) -> subprocess.CompletedProcess:
+        proc = subprocess.run([SNAKEMAKE, *run_args, *args], cwd=self.root, capture_output=True,
                               text=True, timeout=timeout)
         if check and proc.returncode != 0:
             raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n"

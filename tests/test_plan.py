@@ -6,7 +6,7 @@ from conftest import ALL_METHODS, BASELINE_METHODS, GPU_RULES
 
 def test_paper_preset_plans_every_task_and_method_with_gpus_on_exactly_the_gpu_rules():
     """`snakemake -n --profile profiles/slurm` of the paper preset (one dry-run of its ~3300 jobs serves both
-    checks: what it plans, and that GPU requests go to the GPU rules only)."""
+    checks: what it plans, and that GPU requests and CPUs go to the rules that use them)."""
     import re
     import tempfile
     from pathlib import Path
@@ -15,7 +15,9 @@ def test_paper_preset_plans_every_task_and_method_with_gpus_on_exactly_the_gpu_r
 
     with tempfile.TemporaryDirectory() as d:
         wf = Workflow(Path(d))
-        proc = wf.snakemake("-n", "--profile", "profiles/slurm", "--configfile", "config/experiments/paper-llama2-7b.yaml")
+        # --cores 64: a dry-run otherwise caps every rule's threads at one core; a SLURM run has no cap
+        proc = wf.snakemake("-n", "--profile", "profiles/slurm", "--configfile", "config/experiments/paper-llama2-7b.yaml",
+                            run_args=("--cores", "64"))
         jobs = wf.parse_planned_jobs(proc)
     synth = {(w["kind"], w["task"]) for r, w in jobs if r == "synthesize"}
     assert len(synth) == 20  # 10 tasks × {mask, icl}
@@ -32,16 +34,23 @@ def test_paper_preset_plans_every_task_and_method_with_gpus_on_exactly_the_gpu_r
     evaluated = [w["modeldir"] for r, w in jobs if r == "evaluate"]
     assert len(evaluated) == len(set(evaluated)) == 2 + 3 + 3 * 12 * 9
     assert sum(r == "score_eval" for r, _ in jobs) == 10 * len(evaluated)  # eval.all_tasks: every task each
-    gpu, cpu, rule = set(), set(), None
+    gpu, cpu, threads, rule = set(), set(), {}, None
     for line in (proc.stdout + proc.stderr).splitlines():
         m = re.match(r"^(local)?rule (\S+):$", line.strip())
         if m:
             rule = m.group(2)
+            threads.setdefault(rule, set())
+        elif line.strip().startswith("threads:") and rule:
+            threads[rule].add(int(line.split(":")[1]))
         elif line.strip().startswith("resources:") and rule:
             (gpu if re.search(r"\bgpu=1\b", line) and "gpu_model=a100" in line else cpu).add(rule)
             rule = None
     assert gpu == GPU_RULES
     assert not gpu & cpu and {"filter_pseudo", "select_pseudo", "metrics", "embed_pseudo", "score_eval"} <= cpu
+    # threads become the job's --cpus-per-task and OMP_NUM_THREADS (a rule prints none when it has one)
+    assert all(threads[r] == {8} for r in GPU_RULES), threads
+    assert threads["embed_pseudo"] == threads["embed_real"] == {4}, threads
+    assert all(not threads[r] for r in cpu - {"embed_pseudo", "embed_real", "convert_gguf_model"}), threads
 
 
 def test_penalty_variants_are_methods_of_their_own(workflow_dir):

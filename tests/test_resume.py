@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import SCHEDULER, SNAKEMAKE, Workflow
+from conftest import LOCAL_RUN, SNAKEMAKE, Workflow
 
 TINY = ("--configfile", "config/tiny.yaml")
 # a pseudo set, a labelled rehearsal set, and one score of a second-stage model: every GPU step but the
@@ -21,7 +21,7 @@ COMPARED = KILL_TARGETS + ("results/tiny/order1/seq/stage2-pe/eval/pe.jsonl",
 
 
 def start(wf: Workflow, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([SNAKEMAKE, "--cores", "2", *SCHEDULER, *KILL_TARGETS, *args, *TINY], cwd=wf.root,
+    return subprocess.Popen([SNAKEMAKE, *LOCAL_RUN, *KILL_TARGETS, *args, *TINY], cwd=wf.root,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 

@@ -161,15 +161,18 @@ def check_toy_details(records, case: WorkflowCase, workdir: Path):
         if r["State"] != "COMPLETED":
             continue
         # the echoed line (anchored: printshellcmds also logs the command itself)
-        m = re.search(r"^job_env SLURM_JOB_ID=(\S*) CUDA_VISIBLE_DEVICES=(\S*)$", r["log"],
-                      re.MULTILINE)
+        m = re.search(r"^job_env SLURM_JOB_ID=(\S*) CUDA_VISIBLE_DEVICES=(\S*) OMP_NUM_THREADS=(\S*) "
+                      r"nproc=(\d+)$", r["log"], re.MULTILINE)
         assert m, f"no job_env line in the SLURM log of {r['rule']}:\n{r['log'][-2000:]}"
         assert m.group(1) == r["JobID"]
         assert (m.group(2) != "") == (r["rule"] in case.gpu_rules), m.group(0)
+        # the rule's threads reach the job's OpenMP (capped at the CPUs the job can run on)
+        threads = 8 if r["rule"] == "train" else 1
+        assert m.group(3) == str(min(threads, int(m.group(4)))), m.group(0)
     trained = (workdir / "results" / "trained.txt").read_text()
     assert "CUDA_VISIBLE_DEVICES=0" in trained, trained
 
-    # gpu_resources() defaults -> --cpus-per-task=8 --mem 16000 -t 240 --gpus=a100:1
+    # threads: 8 + gpu_resources() defaults -> --cpus-per-task=8 --mem 16000 -t 240 --gpus=a100:1
     (train,) = [r for r in records if r["rule"] == "train"]
     assert train["alloc_tres"]["cpu"] == 8 and "mem=16000M" in train["AllocTRES"], train
     assert train["Timelimit"] == "04:00:00", train["Timelimit"]
@@ -228,13 +231,15 @@ def _load_resources(config):
 
 def test_resource_helpers_scale_with_attempt():
     ns = _load_resources({"slurm": {"gpu_model": "h100"}})
-    gpu = ns["gpu_resources"](mem_mb=1000, runtime=10, cpus=4)
-    assert gpu["gpu"] == 1 and gpu["gpu_model"] == "h100" and gpu["cpus_per_task"] == 4
+    gpu = ns["gpu_resources"](mem_mb=1000, runtime=10)
+    # no cpus_per_task: a rule's CPUs are its `threads`, which the plugin submits as --cpus-per-task
+    assert set(gpu) == {"gpu", "gpu_model", "mem_mb", "runtime"}
+    assert gpu["gpu"] == 1 and gpu["gpu_model"] == "h100"
     assert [gpu["mem_mb"](None, a) for a in (1, 2, 3)] == [1000, 2000, 3000]
     assert [gpu["runtime"](None, a) for a in (1, 2, 3)] == [10, 20, 30]
     cpu = ns["cpu_resources"]()
-    assert set(cpu) == {"cpus_per_task", "mem_mb", "runtime"}
-    assert (cpu["cpus_per_task"], cpu["mem_mb"](None, 1), cpu["runtime"](None, 2)) == (1, 4000, 60)
+    assert set(cpu) == {"mem_mb", "runtime"}
+    assert (cpu["mem_mb"](None, 1), cpu["runtime"](None, 2)) == (4000, 60)
     default = _load_resources({"slurm": {}})["gpu_resources"]()
     assert default["gpu_model"] == "a100" and default["mem_mb"](None, 1) == 16000
     assert "gpu_model" not in _load_resources({"slurm": {"gpu_model": None}})["gpu_resources"]()
