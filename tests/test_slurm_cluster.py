@@ -69,6 +69,10 @@ PIPELINE_GPU_RULES = GPU_RULES - {"train_mtl", "fisher"}  # the tiny pipeline ha
 PIPELINE_GROUPS = {"evaluation", "pseudo_chain"}
 PIPELINE_GPU_JOBS = PIPELINE_GPU_RULES - {"evaluate"} | {"evaluation"}
 PIPELINE_CPU_JOBS = {"build_tiny_model", "pseudo_chain", "summarize_methods"}
+# One compute thread per job, as the local test runs (conftest.LOCAL_RUN): the jobs share two cores with
+# the tiny DAG run, and OpenMP threads spin-waiting on them cost that run CPU. The toy case checks that
+# a rule's threads reach its job. --set-threads, unlike --max-threads, is passed on into the jobs.
+ONE_THREAD_PER_JOB = ["--set-threads", *(f"{rule}=1" for rule in sorted(GPU_RULES | {"embed_pseudo"}))]
 
 
 def setup_pipeline(workdir: Path) -> None:
@@ -94,7 +98,8 @@ SLURM_CASES = [
         # two tasks, one method, up to the methods table: 2 evaluated models (stage 1, stage 2 of sers) and
         # the pseudo chain of sa, the one stage 2 rehearses (pe's, for a third stage, is left out: time)
         job_counts={"evaluation": 2, "pseudo_chain": 1, "synthesize": 1},
-        extra_args=["results/slurm/summary/methods.md", "--configfile", "config/tiny.yaml", "slurm-case.yaml"],
+        extra_args=["results/slurm/summary/methods.md", "--configfile", "config/tiny.yaml", "slurm-case.yaml",
+                    *ONE_THREAD_PER_JOB],
         timeout=900,
         setup=setup_pipeline,
     ),
