@@ -1,7 +1,7 @@
 """Run the forgetting benchmark (benchmarks/forgetting.yaml) and write its table with machine,
 date and wall time to benchmarks/results/forgetting-<date>.md.
 
-    .venv/bin/python benchmarks/forgetting.py [--cores 2] [extra snakemake args]
+    .venv/bin/python benchmarks/forgetting.py [--cores 2] [--max-threads 1] [extra snakemake args]
     .venv/bin/python benchmarks/forgetting.py --run forgetting-baselines --methods seq ewc l2
         (a subset of the methods in a run folder of its own, paired against its own `seq`;
         written to benchmarks/results/forgetting-baselines-<date>.md)
@@ -47,6 +47,9 @@ def rehearsal_line(path: Path) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cores", default="2")
+    # one thread per job, as the recorded results were made: torch's CPU kernels sum in an order that
+    # depends on the thread count, so another count changes the last digits
+    ap.add_argument("--max-threads", default="1")
     ap.add_argument("--run", default="forgetting", help="run name: results/<run>, results file forgetting[-…]-<date>.md")
     ap.add_argument("--methods", nargs="+", help="only these methods (the comparisons keep the baselines present)")
     ap.add_argument("--force", action="store_true", help="overwrite today's results file of this run")
@@ -60,7 +63,7 @@ def main() -> None:
         overrides.append("methods=[" + ",".join(args.methods) + "]")
     snakemake = str(Path(sys.executable).parent / "snakemake")
     start = time.time()
-    subprocess.run([snakemake, "--cores", args.cores, "--configfile", "benchmarks/forgetting.yaml",
+    subprocess.run([snakemake, "--cores", args.cores, "--max-threads", args.max_threads, "--configfile", "benchmarks/forgetting.yaml",
                     "--config", *overrides, *extra],
                    cwd=REPO, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     wall = time.time() - start
