@@ -128,8 +128,10 @@ step3() {
     local device rc=0
     echo "methods: [$(echo $TINY_METHODS | sed 's/ /, /g')]" > "$WORK/tiny-methods.yaml"
     for device in $TINY_DEVICES; do
-        # under the step's own limit less a margin, so that what is made so far is still copied
-        timeout $((${STEP_LIMIT:-600} - 8)) $PY -m snakemake --cores "$CORES" --scheduler greedy \
+        # under the step's own limit less a margin, so that what is made so far is still copied;
+        # --max-threads 1: one-thread jobs side by side, as in the 160 s run of 2026-11-28 (with the GPU
+        # rules' threads: 8, one GPU job at a time would fit in 12 cores; the jobs are start-up-bound)
+        timeout $((${STEP_LIMIT:-600} - 8)) $PY -m snakemake --cores "$CORES" --max-threads 1 --scheduler greedy \
             --configfile config/tiny.yaml "$CARRIED/tiny-device.yaml" "$WORK/tiny-methods.yaml" \
             --config device="$device" run="tiny-$device" > "$WORK/tiny-$device.log" 2>&1 || {
             echo "the tiny experiment on $device failed: $WORK/tiny-$device.log"
