@@ -13,7 +13,9 @@ from sers.config import (
     check_data_files,
     check_data_sizes,
     data_file,
-    task_filter_settings,
+    filter_settings,
+    selection_settings,
+    training_settings,
     validate_config,
 )
 from sers.data import read_rows

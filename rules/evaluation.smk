@@ -32,7 +32,8 @@ rule evaluate:
         tasks=lambda wc: model_eval_tasks(wc.modeldir),
         digests=lambda wc: {t: eval_digest(t) for t in model_eval_tasks(wc.modeldir)},
         seeds=lambda wc: {t: eval_seed(t) for t in model_eval_tasks(wc.modeldir)},
-        eval=config["eval"],
+        # all of `eval` but the scorer: changing eval.rouge reruns `score_eval` only, not generation
+        eval={k: v for k, v in config["eval"].items() if k != "rouge"},
         model=model_params(),
         max_line_bytes=config["data"]["max_line_bytes"],
         shared_prefix=config["training"]["shared_prefix"],
@@ -56,6 +57,7 @@ rule score_eval:
     params:
         max_rows=config["eval"]["max_rows"],
         seed=lambda wc: eval_seed(wc.evaltask),
+        rouge=config["eval"]["rouge"],
         max_line_bytes=config["data"]["max_line_bytes"],
     script:
         "../workflow/scripts/score_eval.py"

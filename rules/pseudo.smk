@@ -40,7 +40,7 @@ rule filter_pseudo:
     resources:
         **cpu_resources(mem_mb=4000, runtime=30),
     params:
-        thresholds=lambda wc: task_filter_settings(config, wc.task),
+        thresholds=lambda wc: filter_settings(config, wc.kind, wc.task),
         model=model_params(),
         embedder=embedder_params(),
     script:
@@ -61,7 +61,7 @@ rule embed_pseudo:
         **cpu_resources(mem_mb=8000, runtime=60),
     params:
         embedder=embedder_params(),
-        embed_text=config["selection"]["embed_text"],
+        embed_text=lambda wc: selection_settings(config, wc.kind)["embed_text"],
     script:
         "../workflow/scripts/embed_pseudo.py"
 
@@ -80,8 +80,9 @@ rule select_pseudo:
     resources:
         **cpu_resources(mem_mb=4000, runtime=30),
     params:
-        memory=config["selection"]["memory"],
-        n_clusters=config["selection"]["n_clusters"],
+        memory=lambda wc: selection_settings(config, wc.kind)["memory"],
+        n_clusters=lambda wc: selection_settings(config, wc.kind)["n_clusters"],
+        quota=lambda wc: selection_settings(config, wc.kind)["quota"],
         seed=lambda wc: derive_seed(config["seed"], "select", wc.kind, wc.task),
     script:
         "../workflow/scripts/select_pseudo.py"

@@ -54,7 +54,7 @@ rule embed_real:
         **cpu_resources(mem_mb=8000, runtime=60),
     params:
         embedder=embedder_params(),
-        embed_text=config["selection"]["embed_text"],
+        embed_text=selection_settings(config, "real")["embed_text"],
     script:
         "../workflow/scripts/embed_pseudo.py"
 
@@ -74,7 +74,8 @@ rule select_real:
         **cpu_resources(mem_mb=4000, runtime=30),
     params:
         memory=config["data"]["max_replay_rows"],
-        n_clusters=config["selection"]["n_clusters"],
+        n_clusters=selection_settings(config, "real")["n_clusters"],
+        quota=selection_settings(config, "real")["quota"],
         seed=lambda wc: derive_seed(config["seed"], "select", "real", wc.task),
     script:
         "../workflow/scripts/select_pseudo.py"
@@ -117,7 +118,7 @@ rule train_first_stage:
     resources:
         **gpu_resources(mem_mb=64000, runtime=720),
     params:
-        training=config["training"],
+        training=lambda wc: training_settings(config, wc.order, None, 1),
         similarity=config["similarity"],
         model=model_params(),
         max_train_rows=config["data"]["max_train_rows"],
@@ -146,7 +147,7 @@ rule train_stage:
     resources:
         **gpu_resources(mem_mb=64000, runtime=720),
     params:
-        training=config["training"],
+        training=lambda wc: training_settings(config, wc.order, wc.method, int(wc.stage)),
         similarity=config["similarity"],
         model=model_params(),
         max_train_rows=config["data"]["max_train_rows"],
@@ -219,7 +220,7 @@ rule train_mtl:
     resources:
         **gpu_resources(mem_mb=64000, runtime=1440),
     params:
-        training=config["training"],
+        training=training_settings(config, None, "mtl", None),
         similarity=config["similarity"],
         model=model_params(),
         max_train_rows=config["data"]["max_train_rows"],

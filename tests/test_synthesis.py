@@ -3,7 +3,7 @@ import pytest
 
 from sers.masking import Blank
 from sers.models import load_model, load_tokenizer
-from sers.synthesis import SynthesisSettings, parse_icl_output, plan_jobs, synthesize, text_after_last_output
+from sers.synthesis import SynthesisSettings, parse_icl_segments, plan_jobs, synthesize, text_after_last_output
 
 from _tiny import sample_rows, tiny_model_dir  # noqa: F401
 
@@ -60,14 +60,19 @@ def test_prompt_and_icl_modes_record_provenance(tiny):
     p = rows[0]["provenance"]
     assert p["mode"] == "prompt" and p["prompt"].startswith("Replace `____` in the context") and p["example_id"] and 0 < p["mask_ratio"] <= 0.6
     icl = synthesize(model, tok, "sa", sample_rows("sa"), "icl", SETTINGS, seed=2)
-    assert len(icl) == 3 * 2 and all("output" in r for r in icl)
+    assert len(icl) >= 3 * 2 and all("output" in r for r in icl)  # a row per segment of each continuation
     assert icl[0]["provenance"]["prompt"].rstrip().endswith("Input:")
+    assert len({(r["provenance"]["seed_id"], r["provenance"]["example_id"], r["provenance"]["retry"])
+                for r in icl}) == 3 * 2
+    assert len({r["id"] for r in icl}) == len(icl)
 
 
 def test_parsers():
     assert text_after_last_output("Output: a\nOutput:  new input ") == "new input"
-    assert parse_icl_output(" my input\nOutput: the answer\n\nInput: more") == ("my input", "the answer")
-    assert parse_icl_output("no marker here") is None
+    # SSR's parser: split at every "Input:", then each segment at "Output:"; every pair is kept
+    assert parse_icl_segments(" my input\nOutput: the answer\n\nInput: second\nOutput: two\n\nInput: third") == [
+        ("my input", "the answer", 1), ("second", "two", 1), ("third", "", 0)]
+    assert parse_icl_segments("a Output: b Output: c") == [("a Output: b Output: c", "", 2)]
 
 
 def test_span_mode_with_structure_preserving_masks_fills_only_the_cores(tiny):

@@ -14,7 +14,9 @@ Each is a term added to the stage's cross-entropy; `sers.training.train_stage` a
   (no T² factor: Li & Hoiem's λ_o · L_old). The previous model is the same base with the previous
   adapter loaded a second time, frozen (one copy of the base weights).
 - `olora` (Wang et al. 2023): a new rank-r LoRA per task, earlier ones frozen and summed in, and
-  λ1 · Σ_{j<t} ‖M_j M_tᵀ‖²_F + λ2 · ‖θ_t‖² (sums of squares). Σ_j B_j A_j is one LoRA of rank r·t
+  λ1 · Σ_{j<t} Σ|M_j M_tᵀ| (element-wise, as O-LoRA's src/uie_trainer_lora.py) + λ2 · Σ‖θ_t‖_F over the
+  new block's matrices (unsquared, as its code); `form: squared` takes sums of squares of both instead.
+  Σ_j B_j A_j is one LoRA of rank r·t
   (A = [A_1; …; A_t] stacked, B = [B_1 … B_t]) and alpha·t keeps the scaling alpha/r, so every stage
   saves a standard peft adapter (the stack) and `olora_blocks.json` with the block boundaries. In
   training the stack is one adapter whose earlier blocks' gradients are zeroed (with AdamW and weight
@@ -87,14 +89,19 @@ def distillation_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, 
     return (log_p.exp() * (log_p - log_q)).sum()
 
 
-def orthogonality(previous: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
-    """‖previous · newᵀ‖²_F: previous = the earlier blocks stacked (rows), new = this task's block.
+OLORA_FORMS = ("reference", "squared")
 
-    With previous = [M_1; …; M_{t−1}], this is Σ_{j<t} ‖M_j M_tᵀ‖²_F (a Frobenius norm squared of a
-    stacked product is the sum over its blocks)."""
+
+def orthogonality(previous: torch.Tensor, new: torch.Tensor, form: str = "reference") -> torch.Tensor:
+    """previous = the earlier blocks stacked (rows), new = this task's block; with previous =
+    [M_1; …; M_{t−1}] a sum over the stacked product is the sum over its blocks, Σ_{j<t}.
+
+    reference: Σ|previous · newᵀ| element-wise (O-LoRA's code: torch.abs(torch.mm(A, A_newᵀ)).sum());
+    squared: ‖previous · newᵀ‖²_F."""
     if previous.shape[-1] != new.shape[-1]:
         raise SersError(f"baselines: orthogonality of {tuple(previous.shape)} and {tuple(new.shape)}")
-    return (previous.float() @ new.float().T).pow(2).sum()
+    product = previous.float() @ new.float().T
+    return product.abs().sum() if form == "reference" else product.pow(2).sum()
 
 
 # ---- O-LoRA: the stack of per-task blocks as one peft adapter ----
@@ -134,17 +141,20 @@ def olora_split(name: str, p: torch.Tensor, frozen_rank: int) -> tuple[torch.Ten
     return p[:, :frozen_rank].T, p[:, frozen_rank:].T
 
 
-def olora_terms(params: list[tuple[str, torch.Tensor]], frozen_rank: int,
-                matrix: str = "lora_A") -> tuple[torch.Tensor, torch.Tensor]:
-    """(Σ_modules ‖M_prev M_tᵀ‖²_F over `matrix`, Σ ‖θ_t‖² over this task's A and B blocks)."""
+def olora_terms(params: list[tuple[str, torch.Tensor]], frozen_rank: int, matrix: str = "lora_A",
+                form: str = "reference") -> tuple[torch.Tensor, torch.Tensor]:
+    """(orthogonality of `matrix`'s earlier blocks and this task's, summed over modules; the size of this
+    task's A and B blocks: Σ‖θ_t‖_F per matrix for form reference, as O-LoRA's code, Σ‖θ_t‖² for squared)."""
     if matrix not in OLORA_MATRICES:
         raise SersError(f"baselines: olora.orthogonal_matrix {matrix!r} is not one of {OLORA_MATRICES}")
+    if form not in OLORA_FORMS:
+        raise SersError(f"baselines: olora.form {form!r} is not one of {OLORA_FORMS}")
     orth, norm = [], []
     for name, p in params:
         prev, new = olora_split(name, p, frozen_rank)
-        norm.append(new.float().pow(2).sum())
+        norm.append(new.float().norm() if form == "reference" else new.float().pow(2).sum())
         if frozen_rank and matrix in name:
-            orth.append(orthogonality(prev, new))
+            orth.append(orthogonality(prev, new, form))
     zero = torch.zeros((), device=params[0][1].device)
     return (torch.stack(orth).sum() if orth else zero), torch.stack(norm).sum()
 

@@ -81,6 +81,11 @@ def _check_semantics(config: dict, source: str) -> None:
     sim = config["similarity"]
     if sim["lambda_min"] > sim["lambda_max"]:
         raise SersError(f"{source}: similarity.lambda_min ({sim['lambda_min']}) is above similarity.lambda_max ({sim['lambda_max']})")
+    for i, rule in enumerate(config["training"]["overrides"]):
+        unknown = [o for o in rule.get("orders", []) if o not in config["orders"]]
+        if unknown:
+            raise SersError(f"{source}: training.overrides[{i}].orders: {unknown[0]!r} is not an order of orders "
+                            f"({', '.join(config['orders'])})")
     if config["model"]["source"] == "path" and not config["model"]["path"]:
         raise SersError(f"{source}: model.path: required when model.source is 'path'")
 
@@ -165,10 +170,31 @@ def check_data_sizes(config: dict, source: str = "config", build_hint: str = "")
 
 
 def task_filter_settings(config: dict, task: str) -> dict[str, Any]:
-    """The exact thresholds one task's filter job uses (see sers.filtering.settings_for_task)."""
+    """The exact thresholds one task's filter job of masked inputs uses (sers.filtering.settings_for_task)."""
     from .filtering import settings_for_task
 
     return settings_for_task(task, config["filter"]["defaults"], config["filter"]["tasks"].get(task))
+
+
+def filter_settings(config: dict, kind: str, task: str) -> dict[str, Any]:
+    """The thresholds of one filter job: SERS's per-task rules for masked inputs, SSR's rules for ICL pairs."""
+    from .filtering import icl_settings
+
+    return icl_settings(config["filter"]["icl"]) if kind == "icl" else task_filter_settings(config, task)
+
+
+# SSR's KMeansSel (custom/niv2-c012/text2emb.py) embeds a real row's `input` field, not the prompt.
+REAL_SELECTION = {"embed_text": "input"}
+
+
+def selection_settings(config: dict, kind: str) -> dict[str, Any]:
+    """selection.* for one chain — mask (SERS), icl (SSR) or real (replay-kmeans) — with
+    selection.overrides[kind] on top."""
+    settings = {k: v for k, v in config["selection"].items() if k != "overrides"}
+    if kind == "real":
+        settings.update(REAL_SELECTION)
+    settings.update(config["selection"]["overrides"].get(kind, {}))
+    return settings
 
 
 def load_config(path: str | Path) -> dict:
@@ -179,3 +205,25 @@ def load_config(path: str | Path) -> dict:
     except (OSError, yaml.YAMLError) as e:
         raise SersError(f"{path}: cannot read configuration: {e}") from None
     return validate_config(config, str(path))
+
+
+REPLICATE_SUFFIX = re.compile(r"-rep\d+$")
+
+
+def training_settings(config: dict, order: str | None, method: str | None, stage: int | None) -> dict[str, Any]:
+    """The training keys of one training job: `training.*`, then every rule of `training.overrides` that
+    matches, in list order (a later rule wins). A rule matches when each selector it names holds:
+    `orders` (a replicate "order1-rep2" counts as its order "order1"), `methods`, `stages` (1-based).
+    The first stage is shared by every method but mtl, so it has no method: only rules without
+    `methods` reach it. mtl's single training job has no order and no stage."""
+    settings = {k: v for k, v in config["training"].items() if k != "overrides"}
+    base_order = REPLICATE_SUFFIX.sub("", order) if order else None
+    for rule in config["training"]["overrides"]:
+        if "orders" in rule and base_order not in rule["orders"]:
+            continue
+        if "methods" in rule and method not in rule["methods"]:
+            continue
+        if "stages" in rule and stage not in rule["stages"]:
+            continue
+        settings.update(rule["set"])
+    return settings

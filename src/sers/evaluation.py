@@ -13,7 +13,7 @@ import math
 
 from .data import Row
 from .errors import SersError
-from .rouge import rouge_l
+from .rouge import scorer
 from .sampling import subsample
 
 
@@ -56,11 +56,14 @@ def predict_rows(model, tokenizer, rows: list[Row], prompt_format: str, max_prom
     return [{"id": r.id, "prompt_digest": prompt_digest(r), "prediction": o.text} for r, o in zip(rows, outs)]
 
 
-def score_rows(rows: list[Row], generations: list[dict], where: str = "generations") -> tuple[list[dict], dict]:
-    """(per-row predictions with ROUGE-L, summary {n_rows, rouge_l_mean, rouge_l_se}) of one task.
+def score_rows(rows: list[Row], generations: list[dict], where: str = "generations",
+               rouge: str = "unicode") -> tuple[list[dict], dict]:
+    """(per-row predictions with ROUGE-L, summary {n_rows, rouge_l_mean, rouge_l_se}) of one task, by the
+    ROUGE-L scorer `rouge` names (config `eval.rouge`, see sers.rouge.scorer).
 
     `generations` must answer exactly `rows` (same ids, same prompts); anything else is an error that
     names `where`, since pairing a prediction with another row's reference would corrupt every metric."""
+    score = scorer(rouge)
     by_id = {g["id"]: g for g in generations}
     if len(by_id) != len(generations) or set(by_id) != {r.id for r in rows}:
         missing = sorted({r.id for r in rows} - set(by_id))[:3]
@@ -74,7 +77,7 @@ def score_rows(rows: list[Row], generations: list[dict], where: str = "generatio
             raise SersError(f"{where}: row {r.id!r} was generated for another prompt than the eval file's; "
                             "rerun the model's `evaluate` job (snakemake -R evaluate)")
         predictions.append({"id": r.id, "input": r.input, "reference": r.output, "prediction": g["prediction"],
-                            "rouge_l": rouge_l(g["prediction"], r.output)})
+                            "rouge_l": score(g["prediction"], r.output)})
     mean, se = mean_and_se([p["rouge_l"] for p in predictions])
     return predictions, {"n_rows": len(rows), "rouge_l_mean": mean, "rouge_l_se": se}
 

@@ -10,7 +10,8 @@ Formats (`model.prompt_format`):
 
 BOS: every encoded prompt starts with the tokenizer's BOS token where the tokenizer adds one to plain
 text (LLaMA, Mistral) and the formatted text does not already carry it (a chat template that writes
-"<s>" itself) — in synthesis, training, labelling, similarity and evaluation alike.
+"<s>" itself) — in training, labelling, similarity and evaluation (LLaMA-Factory's template adds it), and
+in synthesis unless `synthesis.add_bos` is false (the reference's synthesis prompts had none).
 """
 from __future__ import annotations
 
@@ -63,9 +64,12 @@ def with_bos(tokenizer, ids: list[int]) -> list[int]:
     return bos + list(ids) if bos and (not ids or ids[0] != bos[0]) else list(ids)
 
 
-def encode_plain(tokenizer, text: str) -> list[int]:
-    """Raw text (a synthesis prompt, a span context) as the model reads it: BOS where it expects one."""
-    return with_bos(tokenizer, tokenizer(text, add_special_tokens=False).input_ids)
+def encode_plain(tokenizer, text: str, bos: bool = True) -> list[int]:
+    """Raw text (a synthesis prompt, a span context) as the model reads it: BOS where it expects one,
+    unless `bos` is false (the reference's synthesis prompts: its text-generation pipeline tokenised
+    with add_special_tokens=False under transformers 4.36)."""
+    ids = tokenizer(text, add_special_tokens=False).input_ids
+    return with_bos(tokenizer, ids) if bos else list(ids)
 
 
 def prompt_text(tokenizer, full_prompt: str, fmt: str) -> str:

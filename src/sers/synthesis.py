@@ -10,14 +10,14 @@ Three modes, all batched through `sers.generation`:
   chat. Every unmasked word stays in place; θ0 fills each blank from the instruction plus the text
   to its left, a few words at a time. Several candidates are sampled per blank and the one under
   which the next kept words are most likely wins; a blank takes about as many words as it replaced.
-- `icl`: SSR's 2-shot in-context synthesis of input *and* output over ordered seed pairs.
+- `icl`: SSR's 2-shot in-context synthesis of input *and* output over ordered seed pairs; every
+  "Input: … Output: …" segment of a continuation is a raw row (SSR's parser keeps every pair).
 
 Every raw row keeps its provenance (seed id, example id, mask ratio, prompt or masked text).
 """
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import dataclass
 
 from .data import Row
@@ -70,6 +70,7 @@ class SynthesisSettings:
     span_extra_tokens: int = 4
     ssr_samples: int = 3
     ssr_max_prompts: int = 0
+    add_bos: bool = True
 
     @property
     def sampling(self) -> Sampling:
@@ -130,7 +131,7 @@ def synthesize_prompt_mode(model, tokenizer, task: str, seeds: list[Row], settin
     template = INFILL_TEMPLATES[settings.infill_prompt]
     prompts = [template.format(instruction=j.seed.instruction, example_masked=j.example_masked.text,
                                example_original=j.example.input, seed_masked=j.masked.text) for j in jobs]
-    ids = [encode_plain(tokenizer, p) for p in prompts]
+    ids = [encode_plain(tokenizer, p, settings.add_bos) for p in prompts]
     outs = generate(model, tokenizer, ids, settings.sampling, settings.batch_size, seed=seed,
                     desc=f"synthesize {task} (prompt)")
     rows = []
@@ -185,7 +186,7 @@ def synthesize_span_mode(model, tokenizer, task: str, seeds: list[Row], settings
         if not active:
             break
         contexts = [f"{jobs[i].seed.instruction}\n\n{texts[i]}".rstrip(" ") for i in active]
-        context_ids = [encode_plain(tokenizer, c) for c in contexts]
+        context_ids = [encode_plain(tokenizer, c, settings.add_bos) for c in contexts]
         budget = max(jobs[i].masked.pieces[cursor[i]].n_words for i in active)
         sampling = Sampling(do_sample=True, temperature=settings.temperature, top_p=settings.top_p,
                             repetition_penalty=settings.repetition_penalty,
@@ -206,7 +207,7 @@ def synthesize_span_mode(model, tokenizer, task: str, seeds: list[Row], settings
                 continue
             for c, cand in enumerate(candidates[a]):
                 left = _attach(contexts[a], cand, _glued_left(pieces, cursor[i]))
-                score_prompts.append(encode_plain(tokenizer, left))
+                score_prompts.append(encode_plain(tokenizer, left, settings.add_bos))
                 gap = "" if right[:1] and not right[:1].isspace() else " "  # `____',` continues without a space
                 score_conts.append(tokenizer(gap + lookahead, add_special_tokens=False).input_ids)
                 owners.append((a, c))
@@ -233,14 +234,19 @@ def synthesize_span_mode(model, tokenizer, task: str, seeds: list[Row], settings
     return rows
 
 
-def parse_icl_output(text: str) -> tuple[str, str] | None:
-    """Split an ICL continuation into (input, output); None if it has no "Output:" (the caller then
-    keeps the text as an input without output: ssr and sers-icl relabel every output with θt)."""
-    if "Output:" not in text:
-        return None
-    new_input, _, rest = text.partition("Output:")
-    new_output = re.split(r"\n\s*\n|\nInput:", rest, maxsplit=1)[0]
-    return new_input.strip(), new_output.strip()
+def parse_icl_segments(text: str) -> list[tuple[str, str, int]]:
+    """SSR's parser: split an ICL continuation at every "Input:" and each segment at "Output:".
+
+    Returns (input, output, number of "Output:" markers) per segment; a segment with exactly one marker
+    is a pair, the others keep their text as the input and an empty output (the filter decides)."""
+    segments = []
+    for segment in text.split("Input:"):
+        parts = segment.split("Output:")
+        if len(parts) == 2:
+            segments.append((parts[0].strip(), parts[1].strip(), 1))
+        else:
+            segments.append((segment.strip(), "", len(parts) - 1))
+    return segments
 
 
 def icl_pairs(seeds: list[Row], max_prompts: int, seed: int) -> list[tuple[Row, Row]]:
@@ -259,18 +265,17 @@ def synthesize_icl_mode(model, tokenizer, task: str, seeds: list[Row], settings:
     pairs = icl_pairs(seeds, settings.ssr_max_prompts, seed)
     prompts = [ICL_TEMPLATE.format(instruction=a.instruction, a_input=a.input, a_output=a.output, b_input=b.input,
                                    b_output=b.output) for a, b in pairs]
-    ids = [encode_plain(tokenizer, p) for p in prompts]
+    ids = [encode_plain(tokenizer, p, settings.add_bos) for p in prompts]
     expanded = [(p, s) for p in range(len(prompts)) for s in range(settings.ssr_samples)]
     outs = generate(model, tokenizer, [ids[p] for p, _ in expanded], settings.sampling, settings.batch_size,
                     seed=seed, desc=f"synthesize {task} (icl)")
     rows = []
-    for n, ((p, s), out) in enumerate(zip(expanded, outs)):
+    for (p, s), out in zip(expanded, outs):
         a, b = pairs[p]
-        parsed = parse_icl_output(out.text)
-        new_input, new_output = parsed if parsed else (out.text.strip(), "")
-        rows.append(_pseudo_row(task, n, "icl", a.instruction, new_input, {
-            "seed_id": a.id, "example_id": b.id, "retry": s, "mask_ratio": None, "prompt": prompts[p],
-            "parsed": parsed is not None}, output=new_output))
+        for k, (new_input, new_output, markers) in enumerate(parse_icl_segments(out.text)):
+            rows.append(_pseudo_row(task, len(rows), "icl", a.instruction, new_input, {
+                "seed_id": a.id, "example_id": b.id, "retry": s, "segment": k, "output_markers": markers,
+                "mask_ratio": None, "prompt": prompts[p]}, output=new_output))
     return rows
 
 

@@ -289,7 +289,7 @@ def _baseline_term(kind, baseline, params, reference, fisher, kl, frozen_rank):
     if kind == "lwf":
         return baseline["lambda"] * kl
     if kind == "olora":
-        orth, norm = olora_terms(params, frozen_rank, baseline["orthogonal_matrix"])
+        orth, norm = olora_terms(params, frozen_rank, baseline["orthogonal_matrix"], baseline.get("form", "reference"))
         return baseline["lambda1"] * orth + baseline["lambda2"] * norm
     return None
 

@@ -8,7 +8,7 @@ from sers.workflow import script_context
 
 with script_context(snakemake.log[0]) as log:
     e = snakemake.params.embedder
-    encoder = load_embedder(embedder_path(e["source"], e["package"], e["path"]), str(pick_device()))
+    encoder = load_embedder(embedder_path(e["source"], e["package"], e["path"]), str(pick_device()), e["max_seq_length"])
     rows = read_jsonl(snakemake.input.filtered)
     emb = embed_texts(encoder, [text_to_embed(r, snakemake.params.embed_text) for r in rows], e["batch_size"])
     with atomic_path(snakemake.output.embeddings) as tmp, open(tmp, "wb") as f:

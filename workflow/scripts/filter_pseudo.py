@@ -1,5 +1,6 @@
-"""Filter one task's raw pseudo inputs; keep the reason for every dropped row."""
-from sers.filtering import filter_rows
+"""Filter one task's raw pseudo rows (SERS's rules for masked inputs, SSR's for ICL pairs); keep the
+reason for every dropped row."""
+from sers.filtering import FILTERS
 from sers.io import read_jsonl, write_json, write_jsonl
 from sers.models import load_tokenizer
 from sers.selection import embedder_path
@@ -9,10 +10,11 @@ with script_context(snakemake.log[0]) as log:
     p = snakemake.params
     tokenizer = load_tokenizer(p.model["path"], p.model["trust_remote_code"])
     embed_tok = load_tokenizer(embedder_path(p.embedder["source"], p.embedder["package"], p.embedder["path"]))
-    kept, dropped, summary = filter_rows(
+    # counts include the special tokens each tokenizer adds (BOS; CLS/SEP), as the reference's encode()
+    kept, dropped, summary = FILTERS[snakemake.wildcards.kind](
         read_jsonl(snakemake.input.raw), p.thresholds,
-        count_tokens=lambda t: len(tokenizer(t, add_special_tokens=False).input_ids),
-        count_embed_tokens=lambda t: len(embed_tok(t, add_special_tokens=False).input_ids),
+        count_tokens=lambda t: len(tokenizer(t).input_ids),
+        count_embed_tokens=lambda t: len(embed_tok(t).input_ids),
     )
     write_jsonl(snakemake.output.filtered, kept)
     write_jsonl(snakemake.output.dropped, dropped)

@@ -62,7 +62,7 @@ with script_context(snakemake.log[0]) as log:
         chosen = emb[[index[r["id"]] for r in selected]] if selected else emb[:0]
         if encoder is None:
             e = p.embedder
-            encoder = load_embedder(embedder_path(e["source"], e["package"], e["path"]))
+            encoder = load_embedder(embedder_path(e["source"], e["package"], e["path"]), max_seq_length=e["max_seq_length"])
         seed_rows = [r.to_dict() for r in read_rows(seeds_path)]
         seeds = embed_texts(encoder, [text_to_embed(r, p.embed_text) for r in seed_rows], p.embedder["batch_size"])
         plot_pseudo_vs_seeds(chosen, seeds, f"{out.projections}/{task}.png",

@@ -8,7 +8,8 @@ with script_context(snakemake.log[0]) as log:
     p, wc = snakemake.params, snakemake.wildcards
     rows = eval_sample(read_rows(snakemake.input.eval, p.max_line_bytes), p.max_rows, p.seed)
     generations = [g for g in read_jsonl(snakemake.input.generations) if g["task"] == wc.evaltask]
-    predictions, summary = score_rows(rows, generations, f"{snakemake.input.generations} ({wc.evaltask})")
+    predictions, summary = score_rows(rows, generations, f"{snakemake.input.generations} ({wc.evaltask})",
+                                      p.rouge)
     parts = wc.modeldir.split("/")
     if wc.modeldir == "base":
         where = {"order": None, "method": "base", "stage": 0, "stage_task": "base"}
@@ -20,5 +21,5 @@ with script_context(snakemake.log[0]) as log:
                  "stage_task": stage_task}
     write_jsonl(snakemake.output.predictions, predictions)
     write_json(snakemake.output.summary, {**where, "task": wc.evaltask, **summary})
-    log.info("%s on %s: ROUGE-L %.2f ± %.2f (%d rows)", wc.modeldir, wc.evaltask, summary["rouge_l_mean"],
-             summary["rouge_l_se"], summary["n_rows"])
+    log.info("%s on %s: ROUGE-L (%s) %.2f ± %.2f (%d rows)", wc.modeldir, wc.evaltask, p.rouge,
+             summary["rouge_l_mean"], summary["rouge_l_se"], summary["n_rows"])

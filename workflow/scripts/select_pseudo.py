@@ -9,7 +9,7 @@ with script_context(snakemake.log[0]) as log:
     p = snakemake.params
     rows = read_jsonl(snakemake.input.filtered)
     emb = np.load(snakemake.input.embeddings, allow_pickle=False)
-    chosen, summary = select_by_kmeans(emb, p.n_clusters, p.memory, p.seed)
+    chosen, summary = select_by_kmeans(emb, p.n_clusters, p.memory, p.seed, p.quota)
     write_jsonl(snakemake.output.selected, [rows[i] for i in chosen])
     write_json(snakemake.output.summary, summary)
     if summary["kept_all"]:
