@@ -40,6 +40,7 @@ os.environ.setdefault("SERS_NO_PROGRESS", "1")  # one JSON line per measurement,
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
+from sers.config import training_settings  # noqa: E402
 from sers.methods import (  # noqa: E402
     ICL_METHODS,
     MASK_METHODS,
@@ -102,8 +103,14 @@ def data_sizes(config: dict, **given: int | None) -> dict[str, int]:
 
 # ---- the estimate ---------------------------------------------------------------------------------
 
+def _named_orders(config: dict) -> list[tuple[str, list[str]]]:
+    """(run order name, tasks): every order once per replicate, named as the workflow names them."""
+    return [(name if r == 1 else f"{name}-rep{r}", tasks) for name, tasks in config["orders"].items()
+            for r in range(1, config["replicates"] + 1)]
+
+
 def _orders(config: dict) -> list[list[str]]:
-    return [tasks for tasks in config["orders"].values() for _ in range(config["replicates"])]
+    return [tasks for _, tasks in _named_orders(config)]
 
 
 def estimate_gpu_hours(config: dict, measured: dict, sizes: dict[str, int]) -> dict:
@@ -151,19 +158,28 @@ def estimate_gpu_hours(config: dict, measured: dict, sizes: dict[str, int]) -> d
             return (stage - 1) * memory
         return 0
 
-    def train_seconds(n_rows: int, method: str = "") -> float:
+    def train_seconds(n_rows: int, n_epochs: float, method: str = "") -> float:
         extra = fwd if method == "lwf" else 0.0  # LwF: the frozen previous adapter's forward on every row
-        return n_rows * epochs * (tr + extra)
+        return n_rows * n_epochs * (tr + extra)
 
-    per_epoch = f"training rows × {epochs:g} epochs"
-    first = [n_train for _ in orders]
-    add("train_first_stage", first, [train_seconds(x) for x in first], per_epoch)
-    stage_rows = [(m, n_train + rehearsal_rows(m, t)) for o in orders for m in seq_methods
-                  for t in range(2, len(o) + 1)]
-    add("train_stage", [n for _, n in stage_rows], [train_seconds(n, m) for m, n in stage_rows], per_epoch)
+    def per_epoch(n_epochs: list[float]) -> str:
+        low, high = min(n_epochs), max(n_epochs)
+        return f"training rows × {low:g} epochs" if low == high else f"training rows × {low:g}–{high:g} epochs"
+
+    def epochs_of(order: str | None, method: str | None, stage: int | None) -> float:
+        return training_settings(config, order, method, stage)["epochs"]  # training.overrides included
+
+    named = _named_orders(config)
+    first = [(n_train, epochs_of(name, None, 1)) for name, _ in named]
+    add("train_first_stage", [n for n, _ in first], [train_seconds(n, e) for n, e in first],
+        per_epoch([e for _, e in first]))
+    stage_rows = [(m, n_train + rehearsal_rows(m, t), epochs_of(name, m, t)) for name, o in named
+                  for m in seq_methods for t in range(2, len(o) + 1)]
+    add("train_stage", [n for _, n, _ in stage_rows], [train_seconds(n, e, m) for m, n, e in stage_rows],
+        per_epoch([e for _, _, e in stage_rows]))
     if "mtl" in methods:
-        n = n_train * len(mtl_tasks)
-        add("train_mtl", [n], [train_seconds(n)], per_epoch)
+        n, e = n_train * len(mtl_tasks), epochs_of(None, "mtl", None)
+        add("train_mtl", [n], [train_seconds(n, e)], per_epoch([e]))
 
     sim_rows = [min(sim["max_rows"], n_train) + min(sim["max_rows"], rehearsal_rows(m, t))
                 for o in orders for m in seq_methods if m in PENALTY_METHODS for t in range(2, len(o) + 1)]
@@ -194,7 +210,7 @@ def estimate_gpu_hours(config: dict, measured: dict, sizes: dict[str, int]) -> d
         f"Data per task: {sizes['seeds']} seeds, {n_train} training rows, {sizes['replay']} real replay rows, "
         f"{n_eval} eval rows (data.min_rows of the full NI-c012 build, capped by the config's row limits); "
         f"{len(orders)} order run(s) of {', '.join(str(len(o)) for o in orders)} tasks; methods {', '.join(methods)}.",
-        f"Training: rows × {epochs} epochs × {tr:.4g} s per row (one row's share of the measured optimiser step at "
+        f"Training: rows × epochs (training.epochs {epochs:g}, or a training.overrides rule's) × {tr:.4g} s per row (one row's share of the measured optimiser step at "
         "the full prompt + target length); a stage trains on its task's rows plus "
         f"{memory} pseudo rows (selection.memory) or {sizes['replay']} real rows per earlier task; LwF adds one "
         "teacher forward per row; EWC, L2 and O-LoRA terms cost nothing measurable.",

@@ -37,21 +37,37 @@ def test_second_run_does_nothing(tiny_run):
 
 
 def test_changing_one_task_threshold_reruns_exactly_what_it_invalidates(tiny_run):
-    """filter[sa] → embed → select → labelled[sa] → every stage after sa's position; nothing else."""
+    """filter[sa] → embed → select → labelled[sa] → every stage after sa's position; nothing else. A task's
+    thresholds are SERS's filter of masked inputs; SSR's ICL pairs have a filter of their own (filter.icl)."""
+    mask_methods = sorted(m for m in PSEUDO_METHODS if m not in ("ssr", "sers-icl"))
     tiny_run.write_config("sa-threshold.yaml", {"filter": {"tasks": {"sa": {"max_tokens": 399}}}})
     jobs = tiny_run.planned_jobs("--configfile", "config/tiny.yaml", "sa-threshold.yaml")
     pseudo = sorted((r, w["kind"], w["task"]) for r, w in jobs if r in PSEUDO_RULES)
-    assert pseudo == sorted((r, k, "sa") for r in ("filter_pseudo", "embed_pseudo", "select_pseudo")
-                            for k in ("mask", "icl"))
+    assert pseudo == sorted((r, "mask", "sa") for r in ("filter_pseudo", "embed_pseudo", "select_pseudo"))
     # sa is stage 1: its rehearsal set is relabelled, stage 1 is not retrained, stage 2 is
     labelled = sorted((w["method"], w["stage"]) for r, w in jobs if r == "label_rehearsal")
-    assert ("sers", "1") in labelled and all(m in PSEUDO_METHODS for m, _ in labelled)
+    assert labelled == [(m, "1") for m in mask_methods]
     trained = sorted((w["method"], w["stage"]) for r, w in jobs if r == "train_stage")
-    assert trained == sorted((m, "2") for m in PSEUDO_METHODS)
+    assert trained == sorted((m, "2") for m in mask_methods)
     assert "train_first_stage" not in [r for r, _ in jobs]
     assert not any(r in ("train_mtl", "real_rehearsal", "synthesize", "build_tiny_model") for r, _ in jobs)
     evaluated = {w["modeldir"] for r, w in jobs if r == "evaluate"}
-    assert evaluated == {f"order1/{m}/stage2-pe" for m in PSEUDO_METHODS}
+    assert evaluated == {f"order1/{m}/stage2-pe" for m in mask_methods}
+    # SSR's filter: every task's ICL chain, and the ICL methods' later stages
+    tiny_run.write_config("icl-threshold.yaml", {"filter": {"icl": {"max_output_tokens": 100}}})
+    jobs = tiny_run.planned_jobs("--configfile", "config/tiny.yaml", "icl-threshold.yaml")
+    assert {(w["kind"], r) for r, w in jobs if r in PSEUDO_RULES} == {
+        ("icl", r) for r in ("filter_pseudo", "embed_pseudo", "select_pseudo")}
+    assert sorted(w["method"] for r, w in jobs if r == "train_stage") == ["sers-icl", "ssr"]
+
+
+def test_a_training_override_retrains_the_stages_it_names_only(tiny_run):
+    tiny_run.write_config("schedule.yaml", {"training": {"overrides": [{"methods": ["sers"], "set": {"epochs": 2}}]}})
+    jobs = tiny_run.planned_jobs("--configfile", "config/tiny.yaml", "schedule.yaml")
+    assert sorted((r, w.get("method")) for r, w in jobs if r.startswith("train")) == [("train_stage", "sers")]
+    tiny_run.write_config("schedule.yaml", {"training": {"overrides": [{"stages": [1], "set": {"epochs": 2}}]}})
+    jobs = tiny_run.planned_jobs("--configfile", "config/tiny.yaml", "schedule.yaml")
+    assert "train_first_stage" in {r for r, _ in jobs}  # the shared first stage, and all that follows it
 
 
 def _planned_with_eval_file(tiny_run, task, edit):

@@ -65,6 +65,13 @@ def test_estimate_hand_numbers():
     assert rough_s["fisher"] == pytest.approx(3 * paper_cost.FALLBACK_FISHER_OF_TRAIN_ROW)
     assert any("assumed" in a for a in rough["assumptions"])
 
+    # training.overrides: sers's stage trains 5 epochs instead of 2 → (10 + 12·5/2 + 10)·2 s
+    config["training"]["overrides"] = [{"methods": ["sers"], "set": {"epochs": 5}}]
+    longer = paper_cost.estimate_gpu_hours(config, measured, paper_cost.data_sizes(config))
+    train = next(r for r in longer["rows"] if r["rule"] == "train_stage")
+    assert train["hours"] * 3600 == pytest.approx(10 * 2 + 12 * 5 + 10 * 2)
+    assert "| train_stage | 3 | 11 training rows × 2–5 epochs |" in paper_cost.markdown_table(longer)
+
 
 def test_paper_preset_job_counts_match_the_dry_run():
     """The counts `snakemake -n --configfile config/experiments/paper-llama2-7b.yaml` printed (Job stats)."""

@@ -258,7 +258,8 @@ def icl_pairs(seeds: list[Row], max_prompts: int, seed: int) -> list[tuple[Row, 
 
 def synthesize_icl_mode(model, tokenizer, task: str, seeds: list[Row], settings: SynthesisSettings,
                         seed: int) -> list[dict]:
-    """SSR: 2-shot ICL over ordered seed pairs, `ssr_samples` samples each; rows carry an output.
+    """SSR: 2-shot ICL over ordered seed pairs, `ssr_samples` samples each; rows carry an output. A prompt's
+    identical continuations count once (SSR's generator keeps the set of its retries' texts).
 
     With `ssr_max_prompts`, the pairs are a seeded sample, stratified by the pair's two labels where
     the seeds' outputs form a small label set (so both classes appear as examples and as shots)."""
@@ -269,8 +270,11 @@ def synthesize_icl_mode(model, tokenizer, task: str, seeds: list[Row], settings:
     expanded = [(p, s) for p in range(len(prompts)) for s in range(settings.ssr_samples)]
     outs = generate(model, tokenizer, [ids[p] for p, _ in expanded], settings.sampling, settings.batch_size,
                     seed=seed, desc=f"synthesize {task} (icl)")
-    rows = []
+    rows, seen = [], set()
     for (p, s), out in zip(expanded, outs):
+        if (p, out.text) in seen:
+            continue
+        seen.add((p, out.text))
         a, b = pairs[p]
         for k, (new_input, new_output, markers) in enumerate(parse_icl_segments(out.text)):
             rows.append(_pseudo_row(task, len(rows), "icl", a.instruction, new_input, {
