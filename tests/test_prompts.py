@@ -52,6 +52,9 @@ def test_prompts_carry_one_bos_where_the_tokenizer_expects_one(tok, bos_tok, fmt
     assert prompt[0] == bos and bos not in target
     assert encode_plain(bos_tok, "some text")[:1] == [bos]
     assert encode_plain(bos_tok, "<s> some text").count(bos) == 1  # a template that writes <s> itself
+    # the reference's synthesis prompts (synthesis.add_bos: false): the text's tokens alone
+    assert encode_plain(bos_tok, "some text", bos=False) == bos_tok("some text", add_special_tokens=False).input_ids
+    assert bos not in encode_plain(bos_tok, "some text", bos=False)
     # a truncated prompt keeps its BOS
     assert encode_prompt(bos_tok, row.full_prompt * 5, fmt, 64)[0] == bos
     # a tokenizer without BOS (the tiny one, GPT-2 style) gets none

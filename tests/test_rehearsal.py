@@ -21,3 +21,15 @@ def test_empty_labels_are_counted_not_silently_dropped(tmp_path):
     assert summary["n_rows"] == 4 and summary["n_evolved"] == 1
     assert summary["n_empty_label"] == 1 and summary["empty_label_ids"] == ["b"]
     assert summary["label_counts"] == {"positive": 2, "negative": 1}
+
+
+def test_released_hardness_takes_the_first_rows_in_file_order():
+    """The released code ranks by ROUGE-L against the row's existing label, empty for masked inputs: every
+    score ties and the first round(se_ratio·N) rows of the selected file — k-means cluster order — are
+    re-decoded (selection writes that order, tests/test_selection.py)."""
+    from sers.evolution import hardest, hardness_scores
+    from sers.generation import Generated
+
+    tuned = [Generated(token_ids=[1], text=t, logprob_sum=-1.0) for t in "bacdefghij"]
+    scores = hardness_scores("released", tuned, None, [""] * 10)
+    assert hardest(scores, 0.2) == [0, 1]
