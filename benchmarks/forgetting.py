@@ -44,6 +44,14 @@ def rehearsal_line(path: Path) -> str:
             f"{summary['n_evolved']} evolved, {summary['n_empty_label']} empty; labels {labels}")
 
 
+def pseudo_funnel_line(filter_summary: Path) -> str:
+    summary = json.loads(filter_summary.read_text())
+    selected = len(read_jsonl(filter_summary.with_name("selected.jsonl")))
+    reasons = ", ".join(f"{n} {r}" for r, n in list(summary["dropped_by_reason"].items())[:3])
+    kind, task = filter_summary.parent.parent.name, filter_summary.parent.name
+    return f"- {kind} {task}: {summary['raw']} → {summary['kept']} → {selected}" + (f" ({reasons})" if reasons else "")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cores", default="2")
@@ -82,7 +90,9 @@ def write_report(run: Path, out: Path, wall: float, command: str) -> None:
              "Per-task forgetting (max earlier score − final score):", ""]
     for method, m in metrics.items():
         lines.append(f"- {method}: " + ", ".join(f"{t} {v:.1f}" for t, v in m["forgetting"].items()))
+    funnels = [pseudo_funnel_line(path) for path in sorted(run.glob("pseudo/*/*/filter_summary.json"))]
     sections = {
+        "Pseudo rows per chain and task (raw → kept by the filter → selected; the leading drop reasons):": funnels,
         "Stage × task ROUGE-L (matrix.csv: the model after each stage, on each task):":
             [f"- {path.parent.name}: " + "; ".join(stage_scores(path)) for path in sorted(run.glob("order1/*/matrix.csv"))],
         "Regularisation term against the cross-entropy, last logged step of each stage (adapter/loss.jsonl):":
