@@ -65,9 +65,7 @@ def test_a_training_override_retrains_the_stages_it_names_only(tiny_run):
     tiny_run.write_config("schedule.yaml", {"training": {"overrides": [{"methods": ["sers"], "set": {"epochs": 2}}]}})
     jobs = tiny_run.planned_jobs("--configfile", "config/tiny.yaml", "schedule.yaml")
     assert sorted((r, w.get("method")) for r, w in jobs if r.startswith("train")) == [("train_stage", "sers")]
-    tiny_run.write_config("schedule.yaml", {"training": {"overrides": [{"stages": [1], "set": {"epochs": 2}}]}})
-    jobs = tiny_run.planned_jobs("--configfile", "config/tiny.yaml", "schedule.yaml")
-    assert "train_first_stage" in {r for r, _ in jobs}  # the shared first stage, and all that follows it
+    # (which rule reaches which job, the shared first stage included: tests/test_config.py)
 
 
 def _planned_with_eval_file(tiny_run, task, edit):
