@@ -53,19 +53,16 @@ def test_changing_one_task_threshold_reruns_exactly_what_it_invalidates(tiny_run
     assert not any(r in ("train_mtl", "real_rehearsal", "synthesize", "build_tiny_model") for r, _ in jobs)
     evaluated = {w["modeldir"] for r, w in jobs if r == "evaluate"}
     assert evaluated == {f"order1/{m}/stage2-pe" for m in mask_methods}
-    # SSR's filter: every task's ICL chain, and the ICL methods' later stages
-    tiny_run.write_config("icl-threshold.yaml", {"filter": {"icl": {"max_output_tokens": 100}}})
-    jobs = tiny_run.planned_jobs("--configfile", "config/tiny.yaml", "icl-threshold.yaml")
+    # SSR's filter: every task's ICL chain and the ICL methods' later stages; and, in the same dry-run, a
+    # training override retrains the stages it names only (which rule reaches which job: test_config.py)
+    tiny_run.write_config("icl-and-schedule.yaml", {
+        "filter": {"icl": {"max_output_tokens": 100}},
+        "training": {"overrides": [{"methods": ["sers"], "set": {"epochs": 2}}]}})
+    jobs = tiny_run.planned_jobs("--configfile", "config/tiny.yaml", "icl-and-schedule.yaml")
     assert {(w["kind"], r) for r, w in jobs if r in PSEUDO_RULES} == {
         ("icl", r) for r in ("filter_pseudo", "embed_pseudo", "select_pseudo")}
-    assert sorted(w["method"] for r, w in jobs if r == "train_stage") == ["sers-icl", "ssr"]
-
-
-def test_a_training_override_retrains_the_stages_it_names_only(tiny_run):
-    tiny_run.write_config("schedule.yaml", {"training": {"overrides": [{"methods": ["sers"], "set": {"epochs": 2}}]}})
-    jobs = tiny_run.planned_jobs("--configfile", "config/tiny.yaml", "schedule.yaml")
-    assert sorted((r, w.get("method")) for r, w in jobs if r.startswith("train")) == [("train_stage", "sers")]
-    # (which rule reaches which job, the shared first stage included: tests/test_config.py)
+    assert sorted((r, w.get("method")) for r, w in jobs if r.startswith("train")) == [
+        ("train_stage", "sers"), ("train_stage", "sers-icl"), ("train_stage", "ssr")]
 
 
 def _planned_with_eval_file(tiny_run, task, edit):

@@ -84,8 +84,7 @@ def test_encoder_reads_past_256_tokens():
     texts = [head + " the cat sat on the mat", head + " stock markets fell sharply today"]
     short = embed_texts(load_embedder(path), texts)
     assert np.allclose(short[0], short[1])  # the default window cuts both inside the shared head
-    encoder = load_embedder(path, max_seq_length=512)
-    assert encoder.max_seq_length == 512
+    encoder = load_embedder(path, max_seq_length=4096)
+    assert encoder.max_seq_length == 512  # capped at the position table
     long = embed_texts(encoder, texts)
     assert not np.allclose(long[0], long[1], atol=1e-4)
-    assert load_embedder(path, max_seq_length=4096).max_seq_length == 512  # capped at the position table
