@@ -5,6 +5,8 @@ date and wall time to benchmarks/results/forgetting-<date>.md.
     .venv/bin/python benchmarks/forgetting.py --run forgetting-baselines --methods seq ewc l2
         (a subset of the methods in a run folder of its own, paired against its own `seq`;
         written to benchmarks/results/forgetting-baselines-<date>.md)
+    .venv/bin/python benchmarks/forgetting.py --run forgetting-explore-a --methods seq --layer benchmarks/explore/a.yaml
+        (another setting: the YAML files named by --layer are layered over forgetting.yaml, in order)
 """
 from __future__ import annotations
 
@@ -61,6 +63,8 @@ def main() -> None:
     ap.add_argument("--run", default="forgetting", help="run name: results/<run>, results file forgetting[-…]-<date>.md")
     ap.add_argument("--methods", nargs="+", help="only these methods (the comparisons keep the baselines present)")
     ap.add_argument("--force", action="store_true", help="overwrite today's results file of this run")
+    ap.add_argument("--layer", action="append", default=[], metavar="YAML",
+                    help="a config file layered over benchmarks/forgetting.yaml (repeatable)")
     args, extra = ap.parse_known_args()
     suffix = args.run.removeprefix("forgetting").lstrip("-")
     out = REPO / f"benchmarks/results/forgetting-{suffix + '-' if suffix else ''}{date.today()}.md"
@@ -72,21 +76,22 @@ def main() -> None:
     snakemake = str(Path(sys.executable).parent / "snakemake")
     start = time.time()
     subprocess.run([snakemake, "--cores", args.cores, "--max-threads", args.max_threads, "--configfile", "benchmarks/forgetting.yaml",
-                    "--config", *overrides, *extra],
+                    *args.layer, "--config", *overrides, *extra],
                    cwd=REPO, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     wall = time.time() - start
-    write_report(REPO / "results" / args.run, out, wall, " ".join(["benchmarks/forgetting.py", *sys.argv[1:]]))
+    write_report(REPO / "results" / args.run, out, wall, " ".join(["benchmarks/forgetting.py", *sys.argv[1:]]), args.layer)
 
 
-def write_report(run: Path, out: Path, wall: float, command: str) -> None:
+def write_report(run: Path, out: Path, wall: float, command: str, layers: list[str] = ()) -> None:
     """The results file of a finished benchmark run: its table, per-task forgetting, stage × task scores,
     and (runs with SERS) W/λ, the labels θt gave the pseudo inputs and a few pseudo rows."""
     table = (run / "summary/methods.md").read_text()
     metrics = {p.parent.name: json.loads(p.read_text()) for p in sorted(run.glob("order1/*/metrics.json"))}
     sims = [json.loads(p.read_text()) for p in sorted(run.glob("order1/*/stage*/similarity.json"))]
+    layers = "".join(f" + `{layer}`" for layer in layers)
     lines = [f"# Forgetting benchmark, {date.today()}", "",
              f"Machine: {platform.platform()}, {os.cpu_count()} CPU cores; wall time {wall / 60:.1f} min "
-             f"(`{command}`, config `benchmarks/forgetting.yaml`).", "", table, "",
+             f"(`{command}`, config `benchmarks/forgetting.yaml`{layers}).", "", table, "",
              "Per-task forgetting (max earlier score − final score):", ""]
     for method, m in metrics.items():
         lines.append(f"- {method}: " + ", ".join(f"{t} {v:.1f}" for t, v in m["forgetting"].items()))

@@ -169,6 +169,8 @@ def test_ewc_stage_uses_the_previous_tasks_fisher(tiny_model_dir, first_stage, t
     assert log[0]["baseline_term"] == 0.0  # θ = θ* before the first step
     assert all(r["baseline_term"] > 0 for r in log[1:])
     assert all(r["loss"] == pytest.approx(r["ce"] + r["baseline_term"], rel=1e-5) for r in log)
+    # its gradient is logged beside the task loss's: none at θ = θ*, then a pull back toward θ*
+    assert log[0]["grad_norm_regulariser"] == 0.0 and all(r["grad_norm_regulariser"] > 0 for r in log[1:])
     cfg = json.loads((tmp_path / "ewc/train_config.json").read_text())
     assert cfg["baseline"]["kind"] == "ewc" and cfg["baseline"]["fisher"] == str(fisher)
     # the Fisher must match the adapter

@@ -27,6 +27,7 @@ from _tiny import FAST_TRAINING, randomise_lora, sample_rows, tiny_model_dir  # 
 FAST = FAST_TRAINING
 LOSS_KEYS = {"step", "epoch", "loss", "ce", "penalty", "lambda_eff", "replay_fraction", "baseline_term", "lr",
              "grad_norm"}
+GRAD_KEYS = {"grad_norm_regulariser", "grad_norm_task"}  # steps where a parameter-only regulariser acts
 
 
 def rows_of(task: str, n: int, is_replay: bool) -> list[TrainRow]:
@@ -200,7 +201,10 @@ def test_stage_outputs_and_adapter_loads(tiny_model_dir, mixed_rows, tmp_path):
     assert set(cfg["forward_layouts"]) <= {"plain", "two_pass", "packed"}
     assert 4 <= sum(cfg["forward_layouts"].values()) <= 8
     log = read_log(out)
-    assert len(log) == 4 and all(set(rec) == LOSS_KEYS for rec in log)
+    assert len(log) == 4 and all(set(rec) == LOSS_KEYS | (GRAD_KEYS if rec["lambda_eff"] > 0 else set()) for rec in log)
+    for rec in log:  # the penalty's pull on θ: λ_eff·p/numel per matrix, small next to the task's gradient
+        if rec["lambda_eff"] > 0:
+            assert 0 < rec["grad_norm_regulariser"] < rec["grad_norm_task"]
     assert [rec["step"] for rec in log] == [1, 2, 3, 4] and log[-1]["epoch"] == 1.0
     for rec in log:  # is_replay comes from the rows; λ·(1 − r_b) is the coefficient applied
         assert rec["lambda_eff"] == pytest.approx(0.3 * (1 - rec["replay_fraction"]))
@@ -208,6 +212,19 @@ def test_stage_outputs_and_adapter_loads(tiny_model_dir, mixed_rows, tmp_path):
     assert sum(rec["replay_fraction"] for rec in log) == pytest.approx(2.0)  # 8 of 16 rows, batches of 4
     model = PeftModel.from_pretrained(load_model(str(tiny_model_dir), device="cpu"), str(out))
     assert any(float(p.abs().sum()) > 0 for n, p in model.named_parameters() if "lora_B" in n)  # trained
+
+
+def test_regulariser_gradient_norms_split_the_gradient():
+    a = torch.tensor([1.0, -2.0, 2.0], requires_grad=True)
+    x = torch.tensor([3.0, 0.0, 4.0])
+    lam = 0.6
+    reg = lam * 0.5 * a.pow(2).mean()
+    ((a * x).sum() + reg).backward()
+    before = a.grad.clone()
+    reg_norm, task_norm = training.regulariser_gradient_norms([a], lam * 0.5 * a.pow(2).mean())
+    assert reg_norm == pytest.approx(lam * 3.0 / 3)  # ‖λ·a/numel‖ = 0.6·‖a‖/3, ‖a‖ = 3
+    assert task_norm == pytest.approx(5.0)           # ‖x‖
+    assert torch.equal(a.grad, before)               # reads the gradients, changes nothing
 
 
 def test_only_above_min_switches_penalty_off(tiny_model_dir, mixed_rows, tmp_path):

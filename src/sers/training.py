@@ -280,6 +280,9 @@ def _load_fisher(path: str, names: list[str]) -> dict[str, torch.Tensor]:
     return fisher
 
 
+PARAMETER_TERMS = ("ewc", "l2", "olora")  # baselines whose term depends on the parameters alone (not LwF's KL)
+
+
 def _baseline_term(kind, baseline, params, reference, fisher, kl, frozen_rank):
     """The baseline's regularisation term of one micro-batch (None without a baseline)."""
     if kind == "ewc":
@@ -292,6 +295,20 @@ def _baseline_term(kind, baseline, params, reference, fisher, kl, frozen_rank):
         orth, norm = olora_terms(params, frozen_rank, baseline["orthogonal_matrix"], baseline.get("form", "reference"))
         return baseline["lambda1"] * orth + baseline["lambda2"] * norm
     return None
+
+
+def regulariser_gradient_norms(params: Sequence[torch.Tensor], term: torch.Tensor) -> tuple[float, float]:
+    """(‖∇ term‖, ‖g − ∇ term‖) for the gradients `params` hold after backward, before clipping: how hard a
+    parameter-only regulariser (the λ-weighted penalty, EWC, L2, O-LoRA) pulls against the task loss's
+    gradient. Reads the gradients; changes nothing."""
+    grads = torch.autograd.grad(term, params, allow_unused=True)
+    reg_sq = task_sq = 0.0
+    for p, g_reg in zip(params, grads):
+        total = p.grad.float() if p.grad is not None else torch.zeros_like(p, dtype=torch.float32)
+        g_reg = torch.zeros_like(total) if g_reg is None else g_reg.float()
+        reg_sq += float(g_reg.pow(2).sum())
+        task_sq += float((total - g_reg).pow(2).sum())
+    return math.sqrt(reg_sq), math.sqrt(task_sq)
 
 
 def _finite(x: float) -> bool:
@@ -472,6 +489,14 @@ def train_stage(model_path: str, out_dir: str, rows: Sequence[TrainRow], *, prev
                                  ("lambda_eff", row_share * coeff), ("replay_fraction", row_share * r_b),
                                  ("baseline_term", 0.0 if extra is None else float(extra.detach()))):
                         sums[k] += v
+                # the step's parameter-only regularisers (θ is fixed within a step, and the row shares sum to
+                # 1): λ_eff · penalty(θ) + the baseline's term; their gradient against the task loss's
+                reg = sums["lambda_eff"] * lora_l2_penalty(model, anchor, penalty_reduction) \
+                    if sums["lambda_eff"] > 0 else None
+                if kind in PARAMETER_TERMS:
+                    term = _baseline_term(kind, baseline, trainable_lora, reference, fisher, None, frozen_rank)
+                    reg = term if reg is None else reg + term
+                grad_split = regulariser_gradient_norms(params, reg) if reg is not None and reg.requires_grad else None
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
                 if not _finite(grad_norm):
                     raise SersError(f"training: gradient norm is {grad_norm} at optimiser step "
@@ -481,6 +506,8 @@ def train_stage(model_path: str, out_dir: str, rows: Sequence[TrainRow], *, prev
                 scheduler.step()
                 last = {"step": step_no, "epoch": round(done_micro / per_epoch, 4), **sums, "lr": current_lr,
                         "grad_norm": grad_norm}
+                if grad_split is not None:
+                    last["grad_norm_regulariser"], last["grad_norm_task"] = grad_split
                 log.write(json.dumps(last) + "\n")
                 log.flush()
         model.save_pretrained(str(tmp), safe_serialization=True, selected_adapters=["default"])
