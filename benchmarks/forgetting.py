@@ -15,13 +15,19 @@ import csv
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
 from datetime import date
 from pathlib import Path
 
+import pandas as pd
+import yaml
+
+from sers.comparison import compare_methods, run_scores, with_comparison_columns
 from sers.io import read_jsonl
+from sers.metrics import method_table, to_markdown_table
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,6 +60,55 @@ def pseudo_funnel_line(filter_summary: Path) -> str:
     return f"- {kind} {task}: {summary['raw']} → {summary['kept']} → {selected}" + (f" ({reasons})" if reasons else "")
 
 
+def run_scores_of(run: Path) -> tuple[dict, dict]:
+    """({order: {method: metrics}}, {order: {method: RunScores}}) of a finished run folder, from its
+    metrics.json files and the per-row predictions of the models they were computed from."""
+    by_order: dict = {}
+    scores: dict = {}
+    for path in sorted(run.glob("*/*/metrics.json")):
+        m = json.loads(path.read_text())
+        order, method, tasks = m["order"], m["method"], m["tasks"]
+        if method == "mtl":
+            dirs = {(1, t): run / "mtl/stage1-all" for t in tasks}
+        else:
+            dirs = {(s, t): run / order / ("" if s == 1 else method) / f"stage{s}-{tasks[s - 1]}"
+                    for s in range(1, len(tasks) + 1) for t in tasks[:s]}
+        cells = [(json.loads((d / f"eval/{t}.json").read_text()), read_jsonl(d / f"eval/{t}.jsonl"))
+                 for (s, t), d in dirs.items()]
+        by_order.setdefault(order, {})[method] = m
+        scores.setdefault(order, {})[method] = run_scores(cells, tasks)
+    return by_order, scores
+
+
+def pooled_table(runs: list[Path], baselines: list[str], n_resamples: int, seed: int) -> pd.DataFrame:
+    """One row per method and replicate run, then per method the mean over the replicates (between-
+    replicate SE) with Δ vs each baseline pooled over the replicates and their eval rows (both resampled)."""
+    by_order: dict = {}
+    scores: dict = {}
+    groups: dict = {}
+    for r, run in enumerate(runs, start=1):
+        metrics, run_scores_ = run_scores_of(run)
+        for order in metrics:
+            key = order if len(runs) == 1 else f"{order}-rep{r}"
+            by_order[key], scores[key] = metrics[order], run_scores_[order]
+            groups.setdefault(order, []).append(key)
+    comparisons = compare_methods(scores, baselines, n_resamples, seed, groups=groups)
+    tables = [with_comparison_columns(method_table(by_order, numeric, groups), comparisons, baselines, numeric)
+              for numeric in (False, True)]
+    # one order: its replicates' pooled row is the result ("mean" would treat replicates as orders)
+    return [t[t["order"] != "mean"] if len(groups) == 1 else t for t in tables]
+
+
+def snakemake_run(args, run: str, seed: int | None, methods: list[str] | None, extra: list[str]) -> None:
+    overrides = [f"run={run}"] + ([f"seed={seed}"] if seed is not None else [])
+    if methods:
+        overrides.append("methods=[" + ",".join(methods) + "]")
+    snakemake = str(Path(sys.executable).parent / "snakemake")
+    subprocess.run([snakemake, "--cores", args.cores, "--max-threads", args.max_threads,
+                    "--configfile", "benchmarks/forgetting.yaml", *args.layer, "--config", *overrides, *extra],
+                   cwd=REPO, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cores", default="2")
@@ -65,21 +120,59 @@ def main() -> None:
     ap.add_argument("--force", action="store_true", help="overwrite today's results file of this run")
     ap.add_argument("--layer", action="append", default=[], metavar="YAML",
                     help="a config file layered over benchmarks/forgetting.yaml (repeatable)")
+    ap.add_argument("--replicates", type=int, default=1,
+                    help="N > 1: N runs <run>-rep1…N, seeds seed, seed+1, … (sampling, synthesis, training), "
+                         "pooled into benchmarks/results/<run>-<date>/pooled.md")
+    ap.add_argument("--first-replicate-methods", nargs="+", default=[],
+                    help="methods run in replicate 1 only (besides --methods)")
+    ap.add_argument("--pool-only", action="store_true", help="skip snakemake: pool the finished replicate runs")
     args, extra = ap.parse_known_args()
     suffix = args.run.removeprefix("forgetting").lstrip("-")
-    out = REPO / f"benchmarks/results/forgetting-{suffix + '-' if suffix else ''}{date.today()}.md"
-    if out.exists() and not args.force:
-        sys.exit(f"{out.relative_to(REPO)} exists: pass --force to overwrite it, or another --run")
-    overrides = [f"run={args.run}"]
-    if args.methods:
-        overrides.append("methods=[" + ",".join(args.methods) + "]")
-    snakemake = str(Path(sys.executable).parent / "snakemake")
-    start = time.time()
-    subprocess.run([snakemake, "--cores", args.cores, "--max-threads", args.max_threads, "--configfile", "benchmarks/forgetting.yaml",
-                    *args.layer, "--config", *overrides, *extra],
-                   cwd=REPO, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    wall = time.time() - start
-    write_report(REPO / "results" / args.run, out, wall, " ".join(["benchmarks/forgetting.py", *sys.argv[1:]]), args.layer)
+    name = f"forgetting-{suffix + '-' if suffix else ''}{date.today()}"
+    command = " ".join(["benchmarks/forgetting.py", *sys.argv[1:]])
+    if args.replicates == 1:
+        out = REPO / f"benchmarks/results/{name}.md"
+        if out.exists() and not args.force:
+            sys.exit(f"{out.relative_to(REPO)} exists: pass --force to overwrite it, or another --run")
+        start = time.time()
+        if not args.pool_only:
+            snakemake_run(args, args.run, None, (args.methods or []) + args.first_replicate_methods or None, extra)
+        write_report(REPO / "results" / args.run, out, time.time() - start, command, args.layer)
+        return
+    out_dir = REPO / "benchmarks/results" / name
+    base_seed = yaml.safe_load((REPO / "benchmarks/forgetting.yaml").read_text())["seed"]
+    for layer in args.layer:
+        base_seed = (yaml.safe_load(Path(layer).read_text()) or {}).get("seed", base_seed)
+    runs = []
+    for r in range(1, args.replicates + 1):
+        run = f"{args.run}-rep{r}"
+        runs.append(REPO / "results" / run)
+        report = out_dir / f"rep{r}.md"
+        start = time.time()
+        if not args.pool_only:
+            if report.exists() and not args.force:
+                sys.exit(f"{report.relative_to(REPO)} exists: pass --force to overwrite it, or --pool-only")
+            methods = (args.methods or []) + (args.first_replicate_methods if r == 1 else [])
+            snakemake_run(args, run, base_seed + r - 1, methods or None, extra)
+            write_report(runs[-1], report, time.time() - start, f"{command} (replicate {r}, seed {base_seed + r - 1})",
+                         args.layer)
+        summary = runs[-1] / "summary"
+        (out_dir / f"rep{r}").mkdir(parents=True, exist_ok=True)
+        for f in ("methods.csv", "comparisons.json"):
+            shutil.copyfile(summary / f, out_dir / f"rep{r}" / f)
+    stats = yaml.safe_load((REPO / "benchmarks/forgetting.yaml").read_text())["stats"]
+    table, numeric = pooled_table(runs, stats["baselines"], stats["bootstrap_resamples"], base_seed)
+    numeric.to_csv(out_dir / "pooled.csv", index=False)
+    (out_dir / "pooled.md").write_text(
+        f"# Forgetting benchmark, {args.replicates} replicates, {date.today()}\n\n"
+        f"`{command}`; config `benchmarks/forgetting.yaml`{''.join(f' + `{x}`' for x in args.layer)}; "
+        f"replicate r is run `{args.run}-rep<r>` with seed {base_seed} + r − 1 (its own training rows, pseudo "
+        "samples and training order; the same eval rows).\n\n"
+        "ROUGE-L (×100). Rows '(mean of N replicates)': mean over replicates ± between-replicate SE; Δ: method − "
+        f"baseline, 95% interval of a two-level paired bootstrap ({stats['bootstrap_resamples']} resamples of the "
+        "replicates, then of the eval rows within each task), two-sided p; 'within noise' where it holds 0.\n\n"
+        + to_markdown_table(table) + "\n")
+    print((out_dir / "pooled.md").read_text())
 
 
 def write_report(run: Path, out: Path, wall: float, command: str, layers: list[str] = ()) -> None:

@@ -118,3 +118,23 @@ def test_table_gains_the_difference_columns():
                                       ["seq"], numeric=True)
     lo = list(numeric["d_ar_vs_seq_lo"])
     assert math.isnan(lo[0]) and lo[1] == 0.5
+
+
+def test_resampling_replicates_widens_the_interval_when_seeds_disagree():
+    # every row gains exactly +6 in replicate 1 and 0 in replicate 2: the rows alone say "+3, decisive";
+    # with the replicates resampled the interval spans both seeds' results, [0, +6]
+    base = run([10, 20, 30, 40], [30, 30, 60, 60], [1, 2, 3, 4])
+    up = RunScores(ORDER, {t: {k: v + 6 for k, v in c.items()} for t, c in base.final.items()}, base.learnt)
+    pairs = [(up, base), (base, base)]
+    rows_only = paired_comparison(pairs, n_resamples=400, seed=2)
+    both = paired_comparison(pairs, n_resamples=400, seed=2, resample_runs=True)
+    assert rows_only["ar"]["diff"] == both["ar"]["diff"] == pytest.approx(3.0)
+    assert rows_only["ar"]["ci"] == pytest.approx([3.0, 3.0]) and not rows_only["resample_runs"]
+    assert both["ar"]["ci"] == pytest.approx([0.0, 6.0]) and both["ar"]["within_noise"] and both["resample_runs"]
+    groups = {"o1": ["o1", "o1-rep2"]}
+    out = compare_methods({"o1": {"seq": base, "sers": up}, "o1-rep2": {"seq": base, "sers": base}}, ["seq"],
+                          n_resamples=400, seed=2, groups=groups)
+    assert out[("o1 (mean of 2 replicates)", "sers")]["seq"]["ar"]["within_noise"]
+    out = compare_methods({"o1": {"seq": base, "sers": up}, "o1-rep2": {"seq": base, "sers": base}}, ["seq"],
+                          n_resamples=400, seed=2, groups=groups, resample_replicates=False)
+    assert not out[("o1 (mean of 2 replicates)", "sers")]["seq"]["ar"]["within_noise"]

@@ -9,7 +9,7 @@ aligned by row id. From them:
 - `paired_comparison`: method − baseline in AR and BWT, with a percentile bootstrap interval
   (eval rows resampled within each task, the same resample for both methods and for both cells of a
   task) and a two-sided bootstrap p-value; several runs (orders, replicates) are averaged, each
-  resampled on its own rows.
+  resampled on its own rows, and training replicates of one order are themselves resampled.
 """
 from __future__ import annotations
 
@@ -76,6 +76,17 @@ def _bootstrap_means(terms: list[np.ndarray], indices: list[np.ndarray]) -> np.n
     return np.mean([t[idx].mean(axis=1) for t, idx in zip(terms, indices)], axis=0)
 
 
+def _pool(boots: list[np.ndarray], rng: np.random.Generator, resample_runs: bool) -> np.ndarray:
+    """[B] pooled resampled values: the mean over runs, or (`resample_runs`) over runs drawn with
+    replacement per resample, so the interval also holds the spread between training replicates."""
+    stacked = np.stack(boots)  # [runs, B]
+    if not resample_runs or len(boots) < 2:
+        return stacked.mean(axis=0)
+    n_runs, n_boot = stacked.shape
+    drawn = rng.integers(0, n_runs, size=(n_boot, n_runs))
+    return stacked[drawn, np.arange(n_boot)[:, None]].mean(axis=1)
+
+
 def _summarise(point: float, boot: np.ndarray, confidence: float) -> dict:
     alpha = (1.0 - confidence) / 2
     lo, hi = (float(x) for x in np.quantile(boot, [alpha, 1 - alpha]))
@@ -88,8 +99,12 @@ def _summarise(point: float, boot: np.ndarray, confidence: float) -> dict:
 
 
 def paired_comparison(pairs: Sequence[tuple[RunScores, RunScores]], n_resamples: int = 2000, seed: int = 0,
-                      confidence: float = 0.95) -> dict:
+                      confidence: float = 0.95, resample_runs: bool = False) -> dict:
     """method − baseline in AR and BWT, averaged over the (method run, baseline run) pairs.
+
+    `resample_runs` (training replicates of one order): each resample also draws the runs with
+    replacement (a two-level bootstrap: replicates, then eval rows within each), so a difference that
+    one seed shows and another does not is not called decisive.
 
     Returns {"ar": {diff, ci, p, within_noise}, "bwt": {...} or None, n_resamples, confidence, n_runs}.
     """
@@ -109,9 +124,11 @@ def paired_comparison(pairs: Sequence[tuple[RunScores, RunScores]], n_resamples:
             bwt_points.append(float(np.mean([t.mean() for t in bwt])))
             bwt_boots.append(_bootstrap_means(bwt, indices[: len(bwt)]))
     result = {"n_resamples": n_resamples, "confidence": confidence, "n_runs": len(pairs),
-              "ar": _summarise(float(np.mean(ar_points)), np.mean(ar_boots, axis=0), confidence), "bwt": None}
+              "resample_runs": resample_runs and len(pairs) > 1,
+              "ar": _summarise(float(np.mean(ar_points)), _pool(ar_boots, rng, resample_runs), confidence),
+              "bwt": None}
     if len(bwt_points) == len(pairs):
-        result["bwt"] = _summarise(float(np.mean(bwt_points)), np.mean(bwt_boots, axis=0), confidence)
+        result["bwt"] = _summarise(float(np.mean(bwt_points)), _pool(bwt_boots, rng, resample_runs), confidence)
     return result
 
 
@@ -148,11 +165,13 @@ MEAN_ORDER = "mean"
 
 
 def compare_methods(runs: Mapping[str, Mapping[str, RunScores]], baselines: Sequence[str], n_resamples: int = 2000,
-                    seed: int = 0, confidence: float = 0.95, groups: Mapping[str, Sequence[str]] | None = None
-                    ) -> dict[tuple[str, str], dict[str, dict]]:
+                    seed: int = 0, confidence: float = 0.95, groups: Mapping[str, Sequence[str]] | None = None,
+                    resample_replicates: bool = True) -> dict[tuple[str, str], dict[str, dict]]:
     """{(order, method): {baseline: paired_comparison}} for every method against every baseline present,
     per order, pooled over each group of runs with several members (training replicates of one order,
-    keyed by `group_label(order, n)`) and, with several runs, pooled over all of them (order "mean")."""
+    keyed by `group_label(order, n)`; replicates resampled too unless `resample_replicates` is off) and,
+    with several runs, pooled over all of them (order "mean"; orders are a design, not a draw: not
+    resampled)."""
     from .metrics import replicate_label
 
     groups = {g: list(keys) for g, keys in (groups or {}).items() if len(keys) > 1}
@@ -174,7 +193,7 @@ def compare_methods(runs: Mapping[str, Mapping[str, RunScores]], baselines: Sequ
                            if method in runs.get(k, {}) and baseline in runs.get(k, {})]
                 if members:
                     out.setdefault((replicate_label(group, len(members)), method), {})[baseline] = \
-                        paired_comparison(members, n_resamples, seed, confidence)
+                        paired_comparison(members, n_resamples, seed, confidence, resample_replicates)
             if len(runs) > 1 and pairs:
                 out.setdefault((MEAN_ORDER, method), {})[baseline] = paired_comparison(pairs, n_resamples, seed,
                                                                                        confidence)

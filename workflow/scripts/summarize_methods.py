@@ -19,7 +19,7 @@ with script_context(snakemake.log[0]) as log:
             runs.setdefault(order, {})[method] = run_scores(cells, by_order[order][method]["tasks"])
     s = p.stats
     comparisons = compare_methods(runs, s["baselines"], s["bootstrap_resamples"], p.seed, s["confidence"],
-                                  p.replicate_groups)
+                                  p.replicate_groups, s["resample_replicates"])
     write_json(snakemake.output.comparisons, [
         {"order": o, "method": m, "baseline": b, **result}
         for (o, m), by_baseline in comparisons.items() for b, result in by_baseline.items()])
@@ -35,6 +35,7 @@ with script_context(snakemake.log[0]) as log:
                f"Δ columns: method − baseline on the same eval rows, with a {level}% paired bootstrap interval "
                f"({s['bootstrap_resamples']} resamples of the eval rows within each task) and a two-sided p-value; "
                "'within noise' where the interval contains 0. Rows '(mean of N replicates)' give the mean over "
-               "training replicates ± their between-replicate SE, and Δ pooled over the replicates.\n\n"
+               "training replicates ± their between-replicate SE, and Δ pooled over the replicates"
+               + (" (replicates resampled too)" if s["resample_replicates"] else "") + ".\n\n"
                + table + "\n")
     log.info("\n%s", table)
