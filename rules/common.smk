@@ -219,6 +219,13 @@ def evolution_params(wc):
     return settings
 
 
+def evolution_probed(method):
+    """Probe self-evolution on held-back real rows (a diagnostic) where the method evolves labels."""
+    d = config["diagnostics"]
+    return (d["evolution_probe_rows"] > 0 and method in d["evolution_probe_methods"] and method in PSEUDO_METHODS
+            and method not in NO_EVOLUTION_METHODS)
+
+
 def sequential_methods():
     return [m for m in config["methods"] if m != "mtl"]
 
@@ -234,6 +241,8 @@ def stage_targets():
                     targets.append(f"{d}/similarity.json")
                 if method in PSEUDO_METHODS:
                     targets.append(f"{d}/rehearsal.jsonl")
+                if evolution_probed(method) and t < len(tasks):
+                    targets.append(f"{d}/evolution_probe.json")
     if "mtl" in config["methods"]:
         targets.append(f"{RUN}/mtl/stage1-all/adapter")
     return targets

@@ -208,6 +208,33 @@ rule label_rehearsal:
         "../workflow/scripts/label_rehearsal.py"
 
 
+# A diagnostic (diagnostics.evolution_probe_rows > 0): held-back real rows of the task labelled as its
+# pseudo inputs are, scored against their real outputs: does self-evolution move labels toward the truth?
+rule evolution_probe:
+    input:
+        model=model_input(),
+        adapter=stage_adapter,
+        held_back=lambda wc: data_file(config, wc.task, "replay"),
+        train=lambda wc: data_file(config, wc.task, "train"),
+        seeds=lambda wc: data_file(config, wc.task, "seeds"),
+    output:
+        probe=f"{STAGE_DIR}/evolution_probe.json",
+    log:
+        f"{RUN}/logs/evolution_probe/{{order}}-{{method}}-stage{{stage}}-{{task}}.log",
+    threads: 8
+    resources:
+        **gpu_resources(mem_mb=32000, runtime=120),
+    params:
+        evolution=evolution_params,
+        rows=config["diagnostics"]["evolution_probe_rows"],
+        model=model_params(),
+        shared_prefix=config["training"]["shared_prefix"],
+        max_line_bytes=config["data"]["max_line_bytes"],
+        seed=lambda wc: derive_seed(config["seed"], "evolution-probe", wc.task),
+    script:
+        "../workflow/scripts/evolution_probe.py"
+
+
 rule train_mtl:
     input:
         model=model_input(),

@@ -33,3 +33,25 @@ def test_released_hardness_takes_the_first_rows_in_file_order():
     tuned = [Generated(token_ids=[1], text=t, logprob_sum=-1.0) for t in "bacdefghij"]
     scores = hardness_scores("released", tuned, None, [""] * 10)
     assert hardest(scores, 0.2) == [0, 1]
+
+
+def test_evolution_probe_hides_the_real_outputs_and_scores_the_changed_labels(monkeypatch):
+    from sers import evolution
+
+    labels = {"a": ("good film", "good film", False), "b": ("bad", "great film", True),  # changed, closer
+              "c": ("nice film", "nice", True), "d": ("ok", "ok", True)}                  # changed farther; same
+
+    def fake_label_rows(model, tok, rows, settings, *args):
+        assert all("output" not in r for r in rows)  # the labelling never sees the real outputs
+        return [{"theta_t_label": labels[r["id"]][0], "output": labels[r["id"]][1], "evolved": labels[r["id"]][2],
+                 "theta0_label": ""} for r in rows]
+
+    monkeypatch.setattr(evolution, "label_rows", fake_label_rows)
+    rows = [{"id": k, "full_prompt": "p\n\nx", "input": "x", "output": "great film"} for k in "abcd"]
+    probe = evolution.probe_against_references(None, None, rows, evolution.EvolutionSettings(), "plain")
+    assert (probe["n_rows"], probe["n_evolved"], probe["n_changed"]) == (4, 3, 2)
+    assert (probe["n_closer"], probe["n_farther"]) == (1, 1)
+    by_id = {r["id"]: r for r in probe["rows"]}
+    assert by_id["b"]["rouge_theta_t"] == 0 and by_id["b"]["rouge_label"] == 100
+    assert by_id["c"]["rouge_label"] == 0 and by_id["c"]["rouge_theta_t"] == 50  # "nice film" vs "great film"
+    assert probe["diff_changed"] == (100 - 0 + 0 - 50) / 2

@@ -97,3 +97,37 @@ def rehearsal_summary(labelled: list[dict]) -> dict:
         "label_counts": dict(labels.most_common()) if len(labels) <= MAX_LABELS else None,
         "n_distinct_labels": len(labels),
     }
+
+
+def probe_against_references(model, tokenizer, rows: list[dict], settings: EvolutionSettings, prompt_format: str,
+                             max_prompt_tokens: int = 1024, share_prefix: bool = True) -> dict:
+    """Does self-evolution move labels toward the truth? Label real rows the stage never trained on
+    exactly as `label_rows` labels pseudo inputs (their real outputs hidden from it), then score θt's
+    greedy label and the label kept against the real output (ROUGE-L). Returns the counts (rows, evolved,
+    changed: evolved with a label other than θt's), mean scores on all rows and on the changed rows, the
+    paired mean difference (kept − θt) over the changed rows, and every row."""
+    hidden = [{k: v for k, v in r.items() if k != "output"} for r in rows]
+    labelled = label_rows(model, tokenizer, hidden, settings, prompt_format, max_prompt_tokens, share_prefix)
+    details = []
+    for row, lab in zip(rows, labelled):
+        details.append({"id": row["id"], "reference": row["output"], "theta_t_label": lab["theta_t_label"],
+                        "label": lab["output"], "theta0_label": lab["theta0_label"], "evolved": lab["evolved"],
+                        "changed": lab["evolved"] and lab["output"] != lab["theta_t_label"],
+                        "rouge_theta_t": rouge_l(lab["theta_t_label"], row["output"]),
+                        "rouge_label": rouge_l(lab["output"], row["output"])})
+    changed = [d for d in details if d["changed"]]
+
+    def mean(xs: list[float]) -> float | None:
+        return sum(xs) / len(xs) if xs else None
+
+    return {
+        "n_rows": len(details), "n_evolved": sum(d["evolved"] for d in details), "n_changed": len(changed),
+        "rouge_theta_t_all": mean([d["rouge_theta_t"] for d in details]),
+        "rouge_label_all": mean([d["rouge_label"] for d in details]),
+        "rouge_theta_t_changed": mean([d["rouge_theta_t"] for d in changed]),
+        "rouge_label_changed": mean([d["rouge_label"] for d in changed]),
+        "diff_changed": mean([d["rouge_label"] - d["rouge_theta_t"] for d in changed]),
+        "n_closer": sum(d["rouge_label"] > d["rouge_theta_t"] for d in changed),
+        "n_farther": sum(d["rouge_label"] < d["rouge_theta_t"] for d in changed),
+        "rows": details,
+    }
