@@ -48,8 +48,34 @@ def term_line(loss_jsonl: Path) -> str:
 def rehearsal_line(path: Path) -> str:
     summary = json.loads(path.read_text())
     labels = summary["label_counts"] or f"{summary['n_distinct_labels']} distinct"
+    rows = read_jsonl(path.with_name("rehearsal.jsonl"))
+    changed = sum(bool(r.get("evolved")) and r["output"] != r.get("theta_t_label") for r in rows)
     return (f"- {path.parent.parent.name} {path.parent.name}: {summary['n_rows']} rows, "
-            f"{summary['n_evolved']} evolved, {summary['n_empty_label']} empty; labels {labels}")
+            f"{summary['n_evolved']} evolved ({changed} with a label other than θt's), "
+            f"{summary['n_empty_label']} empty; labels {labels}")
+
+
+def probe_line(path: Path) -> str:
+    p = json.loads(path.read_text())
+    fmt = lambda x: "—" if x is None else f"{x:.1f}"  # noqa: E731
+    return (f"- {path.parent.parent.name} {path.parent.name}: {p['n_rows']} held-back rows, {p['n_evolved']} "
+            f"re-decoded, {p['n_changed']} changed; ROUGE-L vs the real output, all rows θt {fmt(p['rouge_theta_t_all'])}"
+            f" → kept {fmt(p['rouge_label_all'])}; changed rows θt {fmt(p['rouge_theta_t_changed'])} → kept "
+            f"{fmt(p['rouge_label_changed'])} ({p['n_closer']} closer, {p['n_farther']} farther)")
+
+
+def gradient_line(loss_jsonl: Path) -> str | None:
+    """The regulariser's gradient norm over the task loss's, mean (and range) over the stage's steps."""
+    ratios = [r["grad_norm_regulariser"] / r["grad_norm_task"] for r in read_jsonl(loss_jsonl)
+              if r.get("grad_norm_task")]
+    if not ratios:
+        return None
+    stage = loss_jsonl.parent.parent
+    cfg = json.loads((loss_jsonl.parent / "train_config.json").read_text())
+    strength = (f"λ {cfg['lam']:.3g}" if not cfg.get("baseline") else
+                f"{cfg['baseline']['kind']} λ {cfg['baseline'].get('lambda', cfg['baseline'].get('lambda1'))}")
+    return (f"- {stage.parent.name} {stage.name} ({strength}): ‖∇ regulariser‖ / ‖∇ task loss‖ mean "
+            f"{sum(ratios) / len(ratios):.3g} (min {min(ratios):.3g}, max {max(ratios):.3g}, {len(ratios)} steps)")
 
 
 def pseudo_funnel_line(filter_summary: Path) -> str:
@@ -196,10 +222,14 @@ def write_report(run: Path, out: Path, wall: float, command: str, layers: list[s
         "Regularisation term against the cross-entropy, last logged step of each stage (adapter/loss.jsonl):":
             [term_line(path) for path in sorted(run.glob("order1/*/stage*/adapter/loss.jsonl"))
              if json.loads((path.parent / "train_config.json").read_text()).get("baseline")],
+        "The regulariser's pull against the task loss, per step before clipping (adapter/loss.jsonl):":
+            [line for path in sorted(run.glob("order1/*/stage*/adapter/loss.jsonl")) if (line := gradient_line(path))],
         "Task similarity (W, λ) per stage:":
             [f"- {s['method']} stage {s['stage']} ({s['task']}): W = {s['W']}, λ = {s['lambda']:.3f}" for s in sims],
         "Labels θt gave the selected pseudo inputs (rehearsal_summary.json), per method and stage:":
             [rehearsal_line(path) for path in sorted(run.glob("order1/*/stage*/rehearsal_summary.json"))],
+        "Self-evolution on held-back real rows (evolution_probe.json: labelled as the pseudo inputs are):":
+            [probe_line(path) for path in sorted(run.glob("order1/*/stage*/evolution_probe.json"))],
         "A few selected pseudo rows per task, with the label SERS's θt gave them:":
             [f"- `{path.parent.name}`: {r['input'][:160]!r} → {r['output'][:80]!r}"
              for path in sorted(run.glob("order1/sers/stage*/rehearsal.jsonl")) for r in read_jsonl(path)[:3]],
