@@ -2,7 +2,7 @@
 
 Run once by a maintainer (needs the full data, e.g. ../shared/data/ni-c012):
     python data/make_sample.py ../shared/data/ni-c012 data/ni-c012-sample
-Seeds are copied whole; train, replay and eval rows are a seeded random sample (the eval files
+Seeds and the spare rows (`extra`, the validation split) are copied whole; train, replay and eval rows are a seeded random sample (the eval files
 are sorted by label, so their first rows would all share one answer).
 """
 from __future__ import annotations
@@ -27,7 +27,8 @@ def main(src_dir: str, dst_dir: str) -> None:
     src, dst = Path(src_dir), Path(dst_dir)
     dst.mkdir(parents=True, exist_ok=True)
     for task in TASKS:
-        shutil.copyfile(src / f"{task}.train.smp001.json", dst / f"{task}.train.smp001.json")
+        for whole in ("train.smp001", "extra"):  # the seeds; 20 spare rows, disjoint from train and eval
+            shutil.copyfile(src / f"{task}.{whole}.json", dst / f"{task}.{whole}.json")
         for split, n in SIZES.items():
             source = src / f"{task}.{split}.json"
             if not source.exists():  # qg and sum ship no full train split: sample smp01
