@@ -1,9 +1,10 @@
-"""Which component of SERS carries a difference: paired Δ between SERS and each ablation of a finished run.
+"""Which component of SERS carries a difference: paired Δ between SERS and each ablation of finished runs.
 
-    .venv/bin/python benchmarks/components.py results/forgetting [--order order1] [--resamples 2000]
+    .venv/bin/python benchmarks/components.py results/forgetting-rep1 [results/forgetting-rep2 …] [--order order1]
 
 Each line compares two methods on the same eval rows (95 % paired bootstrap over the rows within each
-task, as the methods table does): sers − sers-noreg is the penalty's effect, sers − sers-nose
+task, as the methods table does; with several run folders — replicates — pooled over them, the
+replicates resampled too): sers − sers-noreg is the penalty's effect, sers − sers-nose
 self-evolution's, sers − sers-icl the masked-infill inputs' against SSR's ICL inputs, sers-icl − ssr
 evolution + penalty on SSR's own inputs, sers-anchor − sers the anchored, summed penalty's.
 """
@@ -25,32 +26,45 @@ PAIRS = [
 ]
 
 
-def load_run(run: Path, order: str, method: str):
-    metrics = json.loads((run / order / method / "metrics.json").read_text())
-    tasks = metrics["tasks"]
-    cells = []
-    for n in range(1, len(tasks) + 1):
-        model = run / order / f"stage1-{tasks[0]}" if n == 1 else run / order / method / f"stage{n}-{tasks[n - 1]}"
-        for task in tasks[:n]:
-            summary = json.loads((model / "eval" / f"{task}.json").read_text())
-            cells.append((summary, read_jsonl(model / "eval" / f"{task}.jsonl")))
-    return run_scores(cells, tasks)
+def run_scores_of(run: Path) -> tuple[dict, dict]:
+    """({order: {method: metrics}}, {order: {method: RunScores}}) of a finished run folder, from its
+    metrics.json files and the per-row predictions of the models they were computed from."""
+    by_order: dict = {}
+    scores: dict = {}
+    for path in sorted(run.glob("*/*/metrics.json")):
+        m = json.loads(path.read_text())
+        order, method, tasks = m["order"], m["method"], m["tasks"]
+        if method == "mtl":
+            dirs = {(1, t): run / "mtl/stage1-all" for t in tasks}
+        else:
+            dirs = {(s, t): run / order / ("" if s == 1 else method) / f"stage{s}-{tasks[s - 1]}"
+                    for s in range(1, len(tasks) + 1) for t in tasks[:s]}
+        cells = [(json.loads((d / f"eval/{t}.json").read_text()), read_jsonl(d / f"eval/{t}.jsonl"))
+                 for (s, t), d in dirs.items()]
+        by_order.setdefault(order, {})[method] = m
+        scores.setdefault(order, {})[method] = run_scores(cells, tasks)
+    return by_order, scores
+
+
+def component_table(runs: list[Path], order: str = "order1", resamples: int = 2000) -> str:
+    """The Markdown table of every PAIRS comparison whose two methods every run holds."""
+    scores = [run_scores_of(run)[1].get(order, {}) for run in runs]
+    lines = ["| comparison | what it isolates | ΔAR [95% CI], p | ΔBWT [95% CI], p |", "|---|---|---|---|"]
+    for method, baseline, what in PAIRS:
+        if not all(method in s and baseline in s for s in scores):
+            continue
+        d = paired_comparison([(s[method], s[baseline]) for s in scores], resamples, seed=0, resample_runs=True)
+        lines.append(f"| {method} − {baseline} | {what} | {format_difference(d['ar'])} | {format_difference(d['bwt'])} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("run", type=Path)
+    ap.add_argument("runs", type=Path, nargs="+")
     ap.add_argument("--order", default="order1")
     ap.add_argument("--resamples", type=int, default=2000)
     args = ap.parse_args()
-    print("| comparison | what it isolates | ΔAR [95% CI], p | ΔBWT [95% CI], p |")
-    print("|---|---|---|---|")
-    for method, baseline, what in PAIRS:
-        if not all((args.run / args.order / m / "metrics.json").is_file() for m in (method, baseline)):
-            continue
-        d = paired_comparison([(load_run(args.run, args.order, method), load_run(args.run, args.order, baseline))],
-                              args.resamples, seed=0)
-        print(f"| {method} − {baseline} | {what} | {format_difference(d['ar'])} | {format_difference(d['bwt'])} |")
+    print(component_table(args.runs, args.order, args.resamples))
 
 
 if __name__ == "__main__":

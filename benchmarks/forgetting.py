@@ -24,8 +24,9 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
+from components import component_table, run_scores_of  # benchmarks/, this script's folder
 
-from sers.comparison import compare_methods, run_scores, with_comparison_columns
+from sers.comparison import compare_methods, with_comparison_columns
 from sers.io import read_jsonl
 from sers.metrics import method_table, to_markdown_table
 
@@ -84,26 +85,6 @@ def pseudo_funnel_line(filter_summary: Path) -> str:
     reasons = ", ".join(f"{n} {r}" for r, n in list(summary["dropped_by_reason"].items())[:3])
     kind, task = filter_summary.parent.parent.name, filter_summary.parent.name
     return f"- {kind} {task}: {summary['raw']} → {summary['kept']} → {selected}" + (f" ({reasons})" if reasons else "")
-
-
-def run_scores_of(run: Path) -> tuple[dict, dict]:
-    """({order: {method: metrics}}, {order: {method: RunScores}}) of a finished run folder, from its
-    metrics.json files and the per-row predictions of the models they were computed from."""
-    by_order: dict = {}
-    scores: dict = {}
-    for path in sorted(run.glob("*/*/metrics.json")):
-        m = json.loads(path.read_text())
-        order, method, tasks = m["order"], m["method"], m["tasks"]
-        if method == "mtl":
-            dirs = {(1, t): run / "mtl/stage1-all" for t in tasks}
-        else:
-            dirs = {(s, t): run / order / ("" if s == 1 else method) / f"stage{s}-{tasks[s - 1]}"
-                    for s in range(1, len(tasks) + 1) for t in tasks[:s]}
-        cells = [(json.loads((d / f"eval/{t}.json").read_text()), read_jsonl(d / f"eval/{t}.jsonl"))
-                 for (s, t), d in dirs.items()]
-        by_order.setdefault(order, {})[method] = m
-        scores.setdefault(order, {})[method] = run_scores(cells, tasks)
-    return by_order, scores
 
 
 def pooled_table(runs: list[Path], baselines: list[str], n_resamples: int, seed: int) -> pd.DataFrame:
@@ -197,7 +178,9 @@ def main() -> None:
         "ROUGE-L (×100). Rows '(mean of N replicates)': mean over replicates ± between-replicate SE; Δ: method − "
         f"baseline, 95% interval of a two-level paired bootstrap ({stats['bootstrap_resamples']} resamples of the "
         "replicates, then of the eval rows within each task), two-sided p; 'within noise' where it holds 0.\n\n"
-        + to_markdown_table(table) + "\n")
+        + to_markdown_table(table) + "\n\n"
+        "Which component of SERS carries a difference (`benchmarks/components.py`, pooled the same way):\n\n"
+        + component_table(runs, resamples=stats["bootstrap_resamples"]) + "\n")
     print((out_dir / "pooled.md").read_text())
 
 
