@@ -125,8 +125,14 @@ def synthesis_mode(kind):
     return config["synthesis"]["mode"] if kind == "mask" else "icl"
 
 
+def rehearsed_tasks():
+    """The tasks some later stage rehearses (all but the last of each order): only they need pseudo chains."""
+    rehearsed = {t for tasks in ORDERS.values() for t in tasks[:-1]}
+    return [t for t in all_tasks(config) if t in rehearsed]
+
+
 def pseudo_targets():
-    return [f"{PSEUDO}/{kind}/{task}/selected.jsonl" for kind in pseudo_kinds() for task in all_tasks(config)]
+    return [f"{PSEUDO}/{kind}/{task}/selected.jsonl" for kind in pseudo_kinds() for task in rehearsed_tasks()]
 
 
 # ---- continual-learning stages (METHOD.md §4–6) ----
@@ -239,7 +245,7 @@ def stage_targets():
                 targets.append(adapter_path(order, method, t))
                 if method in PENALTY_METHODS and t > 1:
                     targets.append(f"{d}/similarity.json")
-                if method in PSEUDO_METHODS:
+                if method in PSEUDO_METHODS and t < len(tasks):  # the last stage's rows are never rehearsed
                     targets.append(f"{d}/rehearsal.jsonl")
                 if evolution_probed(method) and t < len(tasks):
                     targets.append(f"{d}/evolution_probe.json")
@@ -330,7 +336,7 @@ def summary_inputs(wildcards):
 
 def plot_inputs(wildcards):
     kinds = pseudo_kinds()
-    tasks = all_tasks(config)
+    tasks = rehearsed_tasks()
     sims = [
         f"{stage_dir(o, m, t)}/similarity.json"
         for o, ts in ORDERS.items()
@@ -361,7 +367,7 @@ def rehearsal_exports():
     for order, tasks in ORDERS.items():
         for method in sequential_methods():
             if method in PSEUDO_METHODS:
-                for t in range(1, len(tasks) + 1):
+                for t in range(1, len(tasks)):
                     sets[f"{order}.{method}.stage{t}-{tasks[t - 1]}"] = f"{stage_dir(order, method, t)}/rehearsal.jsonl"
     return sets
 

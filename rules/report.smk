@@ -57,7 +57,7 @@ rule plots:
     params:
         orders=ORDERS,
         methods=config["methods"],
-        tasks=all_tasks(config),
+        tasks=rehearsed_tasks(),
         kinds=pseudo_kinds(),
         embedder=embedder_params(),
         embed_text=config["selection"]["embed_text"],
