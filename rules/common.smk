@@ -228,8 +228,12 @@ def evolution_params(wc):
 def evolution_probed(method):
     """Probe self-evolution on held-back real rows (a diagnostic) where the method evolves labels."""
     d = config["diagnostics"]
-    return (d["evolution_probe_rows"] > 0 and method in d["evolution_probe_methods"] and method in PSEUDO_METHODS
-            and method not in NO_EVOLUTION_METHODS)
+    return (
+        d["evolution_probe_rows"] > 0
+        and method in d["evolution_probe_methods"]
+        and method in PSEUDO_METHODS
+        and method not in NO_EVOLUTION_METHODS
+    )
 
 
 def sequential_methods():
