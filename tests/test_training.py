@@ -285,13 +285,14 @@ def test_stage_continues_previous_adapter(tiny_model_dir, mixed_rows, tmp_path):
 def test_nan_loss_stops_the_stage(tiny_model_dir, mixed_rows, tmp_path, monkeypatch):
     out = tmp_path / "nan"
     calls = {"n": 0}
-    real = training.lora_l2_penalty
+    real = training.target_cross_entropy
 
-    def poisoned(model, *args):  # the third micro-batch (optimiser step 3) goes NaN
+    def poisoned(*args, **kwargs):  # the third micro-batch's forward (optimiser step 3) goes NaN
         calls["n"] += 1
-        return real(model, *args) * (float("nan") if calls["n"] == 3 else 1.0)
+        ce, *rest = real(*args, **kwargs)
+        return (ce * (float("nan") if calls["n"] == 3 else 1.0), *rest)
 
-    monkeypatch.setattr(training, "lora_l2_penalty", poisoned)
+    monkeypatch.setattr(training, "target_cross_entropy", poisoned)
     with pytest.raises(SersError, match=r"step 3/4"):
         stage(tiny_model_dir, out, mixed_rows, lam=0.3, group_batches=False)
     assert not out.exists() and list(tmp_path.iterdir()) == []  # nothing a later run would trust
