@@ -1,5 +1,6 @@
 # Pseudo-sample pipeline per task (METHOD.md §1–3): seeds → raw → filtered → embeddings → selected.
-# It depends only on θ0 and the task's seeds, so every task runs in parallel, before stage 1.
+# It depends only on θ0 and the task's seeds, so every task runs in parallel, before stage 1. Only tasks
+# some later stage rehearses get one (`rehearsed_tasks`): the last task of every order needs none.
 # {kind} is "mask" (SERS masked infilling) or "icl" (SSR's 2-shot input+output synthesis).
 # On a cluster the CPU steps of one task's chain (filter → embed → select) are one group: one SLURM job.
 
