@@ -54,12 +54,17 @@ def test_paper_preset_plans_every_task_and_method_with_gpus_on_exactly_the_gpu_r
 
 
 def test_penalty_variants_are_methods_of_their_own(workflow_dir):
-    cfg = workflow_dir.write_config("variants.yaml", {"methods": ["seq", "sers-anchor", "sers-sum"]})
+    # in the same dry-run: the self-evolution probe, for the methods it names, after every rehearsed stage
+    cfg = workflow_dir.write_config("variants.yaml", {
+        "methods": ["seq", "sers-anchor", "sers-sum"],
+        "diagnostics": {"evolution_probe_rows": 4, "evolution_probe_methods": ["sers-anchor"]}})
     jobs = workflow_dir.planned_jobs("--configfile", "config/tiny.yaml", cfg)
     for method in ("sers-anchor", "sers-sum"):
         assert ("train_stage", {"order": "order1", "method": method, "stage": "2", "task": "pe"}) in jobs
         assert ("task_similarity", {"order": "order1", "method": method, "stage": "2", "task": "pe"}) in jobs
     assert {w["kind"] for r, w in jobs if r == "synthesize"} == {"mask"}
+    assert [w for r, w in jobs if r == "evolution_probe"] == [
+        {"order": "order1", "method": "sers-anchor", "stage": "1", "task": "sa"}]
 
 
 def test_sers_noreg_plans_sers_stages_without_a_penalty(workflow_dir):
