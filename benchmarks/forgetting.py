@@ -166,7 +166,10 @@ def main() -> None:
         summary = runs[-1] / "summary"
         (out_dir / f"rep{r}").mkdir(parents=True, exist_ok=True)
         for f in ("methods.csv", "comparisons.json"):
-            shutil.copyfile(summary / f, out_dir / f"rep{r}" / f)
+            if (summary / f).is_file():
+                shutil.copyfile(summary / f, out_dir / f"rep{r}" / f)
+            else:  # --pool-only over a replicate cut short: its finished methods still pool
+                print(f"note: {summary / f} is missing; replicate {r} pools the methods it finished")
     stats = yaml.safe_load((REPO / "benchmarks/forgetting.yaml").read_text())["stats"]
     table, numeric = pooled_table(runs, stats["baselines"], stats["bootstrap_resamples"], base_seed)
     numeric.to_csv(out_dir / "pooled.csv", index=False)
