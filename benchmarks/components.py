@@ -46,9 +46,10 @@ def run_scores_of(run: Path) -> tuple[dict, dict]:
     return by_order, scores
 
 
-def component_table(runs: list[Path], order: str = "order1", resamples: int = 2000) -> str:
-    """The Markdown table of every PAIRS comparison whose two methods every run holds."""
-    scores = [run_scores_of(run)[1].get(order, {}) for run in runs]
+def component_table(run_scores: list[dict], order: str = "order1", resamples: int = 2000) -> str:
+    """The Markdown table of every PAIRS comparison whose two methods every run holds (`run_scores`: the
+    second item of `run_scores_of` for each run)."""
+    scores = [s.get(order, {}) for s in run_scores]
     lines = ["| comparison | what it isolates | ΔAR [95% CI], p | ΔBWT [95% CI], p |", "|---|---|---|---|"]
     for method, baseline, what in PAIRS:
         if not all(method in s and baseline in s for s in scores):
@@ -64,7 +65,7 @@ def main() -> None:
     ap.add_argument("--order", default="order1")
     ap.add_argument("--resamples", type=int, default=2000)
     args = ap.parse_args()
-    print(component_table(args.runs, args.order, args.resamples))
+    print(component_table([run_scores_of(run)[1] for run in args.runs], args.order, args.resamples))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ date and wall time to benchmarks/results/forgetting-<date>.md.
     .venv/bin/python benchmarks/forgetting.py --run forgetting-baselines --methods seq ewc l2
         (a subset of the methods in a run folder of its own, paired against its own `seq`;
         written to benchmarks/results/forgetting-baselines-<date>.md)
-    .venv/bin/python benchmarks/forgetting.py --run forgetting-explore-a --methods seq --layer benchmarks/explore/a.yaml
+    .venv/bin/python benchmarks/forgetting.py --run forgetting-explore-a --methods seq --layer benchmarks/forgetting-settings/order-sa-para-trans.yaml
         (another setting: the YAML files named by --layer are layered over forgetting.yaml, in order)
 """
 from __future__ import annotations
@@ -87,16 +87,15 @@ def pseudo_funnel_line(filter_summary: Path) -> str:
     return f"- {kind} {task}: {summary['raw']} → {summary['kept']} → {selected}" + (f" ({reasons})" if reasons else "")
 
 
-def pooled_table(runs: list[Path], baselines: list[str], n_resamples: int, seed: int) -> pd.DataFrame:
+def pooled_table(loaded: list[tuple[dict, dict]], baselines: list[str], n_resamples: int, seed: int) -> pd.DataFrame:
     """One row per method and replicate run, then per method the mean over the replicates (between-
     replicate SE) with Δ vs each baseline pooled over the replicates and their eval rows (both resampled)."""
     by_order: dict = {}
     scores: dict = {}
     groups: dict = {}
-    for r, run in enumerate(runs, start=1):
-        metrics, run_scores_ = run_scores_of(run)
+    for r, (metrics, run_scores_) in enumerate(loaded, start=1):  # run_scores_of(run) per replicate run
         for order in metrics:
-            key = order if len(runs) == 1 else f"{order}-rep{r}"
+            key = order if len(loaded) == 1 else f"{order}-rep{r}"
             by_order[key], scores[key] = metrics[order], run_scores_[order]
             groups.setdefault(order, []).append(key)
     comparisons = compare_methods(scores, baselines, n_resamples, seed, groups=groups)
@@ -171,7 +170,8 @@ def main() -> None:
             else:  # --pool-only over a replicate cut short: its finished methods still pool
                 print(f"note: {summary / f} is missing; replicate {r} pools the methods it finished")
     stats = yaml.safe_load((REPO / "benchmarks/forgetting.yaml").read_text())["stats"]
-    table, numeric = pooled_table(runs, stats["baselines"], stats["bootstrap_resamples"], base_seed)
+    loaded = [run_scores_of(run) for run in runs]  # every prediction file read once, for both tables
+    table, numeric = pooled_table(loaded, stats["baselines"], stats["bootstrap_resamples"], base_seed)
     numeric.to_csv(out_dir / "pooled.csv", index=False)
     (out_dir / "pooled.md").write_text(
         f"# Forgetting benchmark, {args.replicates} replicates, {date.today()}\n\n"
@@ -183,7 +183,7 @@ def main() -> None:
         "replicates, then of the eval rows within each task), two-sided p; 'within noise' where it holds 0.\n\n"
         + to_markdown_table(table) + "\n\n"
         "Which component of SERS carries a difference (`benchmarks/components.py`, pooled the same way):\n\n"
-        + component_table(runs, resamples=stats["bootstrap_resamples"]) + "\n")
+        + component_table([scores for _, scores in loaded], resamples=stats["bootstrap_resamples"]) + "\n")
     print((out_dir / "pooled.md").read_text())
 
 

@@ -36,7 +36,8 @@ def write_run(root: Path, method_final_a: dict[str, list[float]]) -> Path:
 def test_replicates_pool_into_one_row_with_a_two_level_interval(tmp_path):
     rep1 = write_run(tmp_path / "r1", {"seq": [60, 70, 60, 70], "sers": [70, 80, 70, 80]})  # sers +10 per row
     rep2 = write_run(tmp_path / "r2", {"seq": [60, 70, 60, 70], "sers": [62, 72, 62, 72]})  # sers +2 per row
-    table, numeric = forgetting.pooled_table([rep1, rep2], ["seq"], 400, 0)
+    loaded = [forgetting.run_scores_of(rep1), forgetting.run_scores_of(rep2)]
+    table, numeric = forgetting.pooled_table(loaded, ["seq"], 400, 0)
     assert list(numeric["order"].unique()) == ["order1-rep1", "order1-rep2", "order1 (mean of 2 replicates)"]
     pooled = numeric[(numeric["order"] == "order1 (mean of 2 replicates)") & (numeric["method"] == "sers")].iloc[0]
     assert pooled["bwt"] == pytest.approx(-15 + 6)  # mean of −5 and −13
