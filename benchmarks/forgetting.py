@@ -123,7 +123,8 @@ def main() -> None:
     ap.add_argument("--max-threads", default="1")
     ap.add_argument("--run", default="forgetting", help="run name: results/<run>, results file forgetting[-…]-<date>.md")
     ap.add_argument("--methods", nargs="+", help="only these methods (the comparisons keep the baselines present)")
-    ap.add_argument("--force", action="store_true", help="overwrite today's results file of this run")
+    ap.add_argument("--force", action="store_true", help="overwrite today's results file of this run "
+                    "(with --replicates: rerun the replicates whose report exists, e.g. to add methods)")
     ap.add_argument("--layer", action="append", default=[], metavar="YAML",
                     help="a config file layered over benchmarks/forgetting.yaml (repeatable)")
     ap.add_argument("--replicates", type=int, default=1,
@@ -155,9 +156,10 @@ def main() -> None:
         runs.append(REPO / "results" / run)
         report = out_dir / f"rep{r}.md"
         start = time.time()
-        if not args.pool_only:
-            if report.exists() and not args.force:
-                sys.exit(f"{report.relative_to(REPO)} exists: pass --force to overwrite it, or --pool-only")
+        if report.exists() and not args.force:
+            print(f"note: {report.relative_to(REPO)} exists: replicate {r} is finished and pools as it is "
+                  "(--force reruns it)")
+        elif not args.pool_only:
             methods = (args.methods or []) + (args.first_replicate_methods if r == 1 else [])
             snakemake_run(args, run, base_seed + r - 1, methods or None, extra)
             write_report(runs[-1], report, time.time() - start, f"{command} (replicate {r}, seed {base_seed + r - 1})",
