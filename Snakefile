@@ -14,6 +14,11 @@ report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
+include: "rules/experiment.smk"
+include: "rules/paths.smk"
+include: "rules/params.smk"
+include: "rules/inputs.smk"
+include: "rules/targets.smk"
 include: "rules/resources.smk"
 include: "rules/models.smk"
 include: "rules/pseudo.smk"
