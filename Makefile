@@ -35,13 +35,14 @@ dry-run: $(BIN)/.installed
 report: $(BIN)/.installed
 	$(BIN)/snakemake --cores 1 --report results/default/report.html
 
-# The workflow catalog's checks: snakemake --lint (findings answered in the README), snakefmt, ruff.
+# The workflow catalog's checks: snakemake --lint (its one tolerated finding, one environment for every rule,
+# is answered in docs/development.md, "The lint make lint tolerates"), snakefmt, ruff.
 lint: $(BIN)/.installed
 	@out="$$($(BIN)/snakemake --lint 2>&1)"; \
 	if echo "$$out" | grep '^ *\* ' | grep -v 'Specify a conda environment or container for each rule'; then \
 		echo "$$out"; exit 1; fi; \
-	echo "snakemake --lint: clean but for the per-rule environment lint answered in the README"
-	$(BIN)/snakefmt --check Snakefile rules
+	echo "snakemake --lint: clean but for the per-rule environment lint answered in docs/development.md"
+	$(BIN)/snakefmt --check Snakefile workflow/Snakefile rules
 	$(BIN)/ruff check src workflow tests benchmarks
 
 # Three workers on two cores, a test file at a time: test_dag.py (every test of the one tiny DAG run)
