@@ -232,7 +232,8 @@ def profile_step(step, device, out: Path) -> dict:
 
 
 def bench_prefix(peft_model, tok, device, task, n, batch, new_tokens, chat, profile_dir: Path | None = None):
-    from sers.training import batch_layout, target_cross_entropy
+    from sers.forward import batch_layout
+    from sers.training import target_cross_entropy
 
     rows = read_rows(DATA / f"{task}.train.json")[:n]
     examples = [encode_example(tok, r.full_prompt, r.output, "chat_template" if chat else "plain", 1024, 64) for r in rows]
@@ -307,8 +308,8 @@ def bench_layout_shapes(peft_model, device, repeats: int = 2):
     sets `PACKED_FLOP_MARGIN`."""
     import random
 
-    from sers.prefix_packing import LayerCost, layout_costs
-    from sers.training import batch_layout, target_cross_entropy
+    from sers.forward import LayerCost, batch_layout, layout_costs
+    from sers.training import target_cross_entropy
 
     rng = random.Random(0)
     vocab = peft_model.config.vocab_size

@@ -21,6 +21,12 @@ config/config.yaml as Snakemake layers it), and measured with the project's own 
 It writes benchmarks/out/paper_cost-<shape>-<device>.json (and a .md beside it) and prints both: the
 measurements, then the preset's GPU-hours per rule (`estimate_gpu_hours`, the job counts follow from the
 config and match `snakemake -n`'s Job stats for the preset) with the assumptions under the table.
+
+    .venv/bin/python benchmarks/paper_cost.py --from-run results/paper-llama2-7b
+
+measures nothing and estimates nothing: the GPU-hours a run (whole or in part) took, from the resource
+record every job of the workflow writes (results/<run>/benchmarks/<rule>/<job>.tsv, `sers.usage`): each
+GPU rule's jobs and summed wall time, one GPU per job, model loading and all.
 """
 from __future__ import annotations
 
@@ -51,6 +57,9 @@ from sers.methods import (  # noqa: E402
 )
 
 REPO = Path(__file__).resolve().parents[1]
+# the rules that ask for a GPU (gpu_resources in rules/*.smk): their jobs' wall time is GPU time
+GPU_RULES = frozenset({"synthesize", "train_first_stage", "train_stage", "train_mtl", "task_similarity", "fisher",
+                       "label_rehearsal", "evolution_probe", "evaluate"})
 PRESET = REPO / "config/experiments/paper-llama2-7b.yaml"
 GIB = 1024 ** 3
 
@@ -235,6 +244,22 @@ def estimate_gpu_hours(config: dict, measured: dict, sizes: dict[str, int]) -> d
     return {"rows": rows, "total_hours": total, "assumptions": assumptions}
 
 
+def gpu_hours_of_run(run: Path) -> dict:
+    """The GPU-hours a run took, from its jobs' records (`run`/benchmarks): {"rows": [{rule, jobs,
+    work_per_job, unit, hours}], "total_hours", "assumptions"}, the shape of `estimate_gpu_hours`."""
+    from sers.usage import collect_records, gpu_hours
+
+    records = collect_records(run / "benchmarks")
+    if not records:
+        raise SystemExit(f"{run}/benchmarks: no job records (run the workflow first; each job writes one)")
+    measured = gpu_hours(records, GPU_RULES)
+    rows = [{**r, "work_per_job": r["hours"] * 3600 / r["jobs"], "unit": "s wall"} for r in measured["rows"]]
+    assumptions = [f"Measured: the {sum(r['jobs'] for r in rows)} records of GPU jobs under {run}/benchmarks "
+                   f"({len(records)} jobs recorded in all); each GPU job held one GPU for its wall time, model "
+                   "loading included. Jobs not yet run, or run before the workflow kept records, are missing."]
+    return {"rows": rows, "total_hours": measured["total_hours"], "assumptions": assumptions}
+
+
 def markdown_table(estimate: dict) -> str:
     """The estimate as a Markdown table with its assumptions under it."""
     def hours(h: float) -> str:
@@ -334,7 +359,8 @@ def micro_batches(batch: int) -> list[int]:
 def measure_training(model, examples, t_cfg: dict, device: torch.device, simulate_oom: int = 0) -> dict:
     """Time one optimiser step (batch_size × grad_accum rows) as train_stage runs it; on running out of
     memory retry with gradient checkpointing, then with smaller micro-batches (same effective batch)."""
-    from sers.training import lora_l2_penalty, target_cross_entropy
+    from sers.regularisers import lora_l2_penalty
+    from sers.training import target_cross_entropy
 
     params = [p for p in model.parameters() if p.requires_grad]
     batch, accum = t_cfg["batch_size"], t_cfg["grad_accum"]
@@ -412,7 +438,8 @@ def measure_forward(model, examples, device: torch.device, batch: int = 8) -> di
 def measure_fisher(model, examples, device: torch.device, n: int = 2) -> dict:
     """The fisher rule's per-row pass: the row's target CE, backward, batch 1, dropout off."""
     from sers.baselines import diagonal_fisher
-    from sers.training import lora_parameters, target_cross_entropy
+    from sers.regularisers import lora_parameters
+    from sers.training import target_cross_entropy
 
     model.eval()
     params = lora_parameters(model)
@@ -461,9 +488,15 @@ def main() -> None:
     ap.add_argument("--out", help="JSON path (default benchmarks/out/paper_cost-<shape>-<device>.json)")
     ap.add_argument("--from-log", type=Path, help="measure nothing: the estimate from the JSON lines a measuring "
                                                    "run printed (one cut off by a time limit, say)")
+    ap.add_argument("--from-run", type=Path, help="measure nothing: the GPU-hours a workflow run took, from its "
+                                                   "jobs' records (RUN/benchmarks/<rule>/<job>.tsv)")
     args = ap.parse_args()
+    if args.from_run:
+        print(markdown_table(gpu_hours_of_run(args.from_run)), end="")
+        return
 
-    from sers.generation import Sampling, resolve_shared_prefix
+    from sers.forward import resolve_shared_prefix
+    from sers.generation import Sampling
 
     config = load_preset(args.preset)
     if args.from_log:

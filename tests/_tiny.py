@@ -79,3 +79,26 @@ def task_prompts(tokenizer, task: str = "sa", n: int = 4, lengths: list[int] | N
     if lengths:
         prompts = [p[:k] for p, k in zip(prompts, lengths)]
     return prompts
+
+
+def run_stage(model_dir, out, rows, *, prev_adapter=None, lam: float = 0.0, lambda_min: float = 0.0,
+              only_above_min: bool = False, penalty_anchor: str = "zero", penalty_reduction: str = "mean",
+              penalty_scale: float = 1.0, baseline: dict | None = None, group_batches: bool = False, **settings):
+    """`sers.training.train_stage` from flat settings (FAST_TRAINING's keys, as the config names them)."""
+    from sers.models import LoraShape
+    from sers.regularisers import WassersteinPenalty, baseline_from_config
+    from sers.training import DataMix, Schedule, StageSpec, train_stage
+
+    s = {**FAST_TRAINING, **settings}
+    spec = StageSpec(str(model_dir), None if prev_adapter is None else str(prev_adapter),
+                     LoraShape(s["lora_r"], s["lora_alpha"], s["lora_dropout"], s["target_modules"]),
+                     Schedule(s["lr"], s["epochs"], s["batch_size"], s["grad_accum"], s["max_grad_norm"],
+                              s["warmup_ratio"]),
+                     shared_prefix=s["shared_prefix"], gradient_checkpointing=s.get("gradient_checkpointing", False),
+                     seed=s["seed"], device=s["device"], dtype=s["dtype"])
+    data = DataMix(rows, s["prompt_format"], s["max_prompt_tokens"], s["max_target_tokens"], group_batches)
+    regularisers = [WassersteinPenalty(lam, lambda_min, only_above_min, penalty_anchor, penalty_reduction,
+                                       penalty_scale)]
+    if baseline:
+        regularisers.append(baseline_from_config(baseline))
+    return train_stage(spec, data, str(out), regularisers)

@@ -24,9 +24,9 @@ from sers.baselines import (  # noqa: E402
 )
 from sers.errors import SersError  # noqa: E402
 from sers.selection import select_by_kmeans  # noqa: E402
-from sers.training import TrainRow, estimate_fisher, train_stage  # noqa: E402
+from sers.training import TrainRow, estimate_fisher  # noqa: E402
 
-from _tiny import FAST_TRAINING, liven, randomise_lora, sample_rows, tiny_model_dir  # noqa: E402,F401
+from _tiny import FAST_TRAINING, liven, randomise_lora, run_stage, sample_rows, tiny_model_dir  # noqa: E402,F401
 
 FAST = FAST_TRAINING
 
@@ -147,13 +147,13 @@ def rows_of(task, n):
 @pytest.fixture(scope="module")
 def first_stage(tiny_model_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("baselines") / "stage1"
-    train_stage(str(tiny_model_dir), str(out), rows_of("sa", 8), prev_adapter=None, lam=0.0, lambda_min=0.0,
+    run_stage(tiny_model_dir, out, rows_of("sa", 8), prev_adapter=None, lam=0.0, lambda_min=0.0,
                 only_above_min=False, **FAST)
     return out
 
 
 def second_stage(model_dir, prev, out, baseline, **over):
-    train_stage(str(model_dir), str(out), rows_of("qa", 8), prev_adapter=str(prev), lam=0.0, lambda_min=0.0,
+    run_stage(model_dir, out, rows_of("qa", 8), prev_adapter=str(prev), lam=0.0, lambda_min=0.0,
                 only_above_min=False, baseline=baseline, **{**FAST, **over})
     return [json.loads(line) for line in (out / "loss.jsonl").read_text().splitlines()]
 
@@ -255,7 +255,7 @@ def test_baseline_stages_train_the_same_with_gradient_checkpointing(tiny_model_d
 
 def test_baselines_need_a_previous_adapter(tiny_model_dir, tmp_path):
     with pytest.raises(SersError, match="previous stage"):
-        train_stage(str(tiny_model_dir), str(tmp_path / "x"), rows_of("sa", 4), prev_adapter=None, lam=0.0,
+        run_stage(tiny_model_dir, tmp_path / "x", rows_of("sa", 4), prev_adapter=None, lam=0.0,
                     lambda_min=0.0, only_above_min=False, baseline={"kind": "l2", "lambda": 1.0}, **FAST)
 
 

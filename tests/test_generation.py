@@ -11,7 +11,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from torch.overrides import TorchFunctionMode  # noqa: E402
 
-from sers.generation import Blend, Sampling, continuation_logprobs, generate, pack  # noqa: E402
+from sers.forward import pack  # noqa: E402
+from sers.generation import Blend, Sampling, continuation_logprobs, generate  # noqa: E402
 
 from _tiny import liven, randomise_lora, task_prompts, tiny_model_dir  # noqa: E402,F401
 
@@ -277,7 +278,7 @@ def test_continuation_logprobs_when_a_row_runs_into_another_rows_prompt(model, t
 
 
 def test_shared_prefix_auto_is_on_for_cpu_and_off_on_gpu():
-    from sers.generation import resolve_shared_prefix
+    from sers.forward import resolve_shared_prefix
 
     assert resolve_shared_prefix("auto", "cpu") is True
     assert resolve_shared_prefix("auto", "cuda") is False  # two-pass 0.55-0.67× on an H200: off until shown faster

@@ -11,18 +11,13 @@ os.environ.setdefault("SERS_NO_PROGRESS", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from sers import training  # noqa: E402
+from sers import forward, training  # noqa: E402
 from sers.errors import SersError  # noqa: E402
-from sers.training import (  # noqa: E402
-    TrainRow,
-    lora_l2_penalty,
-    lora_parameters,
-    penalised_loss,
-    target_cross_entropy,
-    train_stage,
-)
+from sers.models import LoraShape, load_trainable  # noqa: E402
+from sers.regularisers import MicroBatch, WassersteinPenalty, lora_l2_penalty, lora_parameters  # noqa: E402
+from sers.training import TrainRow, target_cross_entropy  # noqa: E402
 
-from _tiny import FAST_TRAINING, randomise_lora, sample_rows, tiny_model_dir  # noqa: E402,F401
+from _tiny import FAST_TRAINING, randomise_lora, run_stage, sample_rows, tiny_model_dir  # noqa: E402,F401
 
 FAST = FAST_TRAINING
 LOSS_KEYS = {"step", "epoch", "loss", "ce", "penalty", "lambda_eff", "replay_fraction", "baseline_term", "lr",
@@ -44,8 +39,7 @@ def read_log(folder) -> list[dict]:
 
 
 def stage(model_dir, out, rows, **over):
-    kw = {**FAST, "prev_adapter": None, "lam": 0.0, "lambda_min": 0.15, "only_above_min": False, **over}
-    return train_stage(str(model_dir), str(out), rows, **kw)
+    return run_stage(model_dir, out, rows, **{"lambda_min": 0.15, **over})
 
 
 def fresh_lora(model_dir, r=4, dropout=0.0):
@@ -61,22 +55,47 @@ def fresh_lora(model_dir, r=4, dropout=0.0):
 
 # ---- the penalty ---------------------------------------------------------------------------------
 
-def test_penalised_loss_hand_numbers():
+def penalised(ce: float, penalty: float, lam: float, replay_fraction: float, **kw) -> float:
+    """ce + the penalty's weight · penalty: one micro-batch that is the whole step."""
+    return ce + WassersteinPenalty(lam, **kw).weight(replay_fraction) * penalty
+
+
+def test_penalty_weight_hand_numbers():
     # ce=2, penalty=0.5, λ=0.4, r_b=0.25 → 2 + 0.4·0.75·0.5 = 2.15
-    assert penalised_loss(2.0, 0.5, 0.4, 0.25) == pytest.approx(2.15)
-    assert penalised_loss(2.0, 0.5, 0.4, 1.0) == pytest.approx(2.0)     # an all-replay batch: no penalty
-    assert penalised_loss(2.0, 0.5, 0.4, 0.0) == pytest.approx(2.2)     # an all-new batch: full penalty
-    t = penalised_loss(torch.tensor(2.0), torch.tensor(0.5), 0.4, 0.25)
-    assert isinstance(t, torch.Tensor) and float(t) == pytest.approx(2.15)
+    assert penalised(2.0, 0.5, 0.4, 0.25) == pytest.approx(2.15)
+    assert penalised(2.0, 0.5, 0.4, 1.0) == pytest.approx(2.0)     # an all-replay batch: no penalty
+    assert penalised(2.0, 0.5, 0.4, 0.0) == pytest.approx(2.2)     # an all-new batch: full penalty
+    assert penalised(2.0, 0.5, 0.4, 0.25, scale=0.1) == pytest.approx(2.015)
 
 
-def test_penalised_loss_only_above_min():
+def test_penalty_only_above_min():
     # released behaviour: λ ≤ λmin → no penalty at all
-    assert penalised_loss(2.0, 0.5, 0.15, 0.25, only_above_min=True, lambda_min=0.15) == 2.0
-    assert penalised_loss(2.0, 0.5, 0.10, 0.25, only_above_min=True, lambda_min=0.15) == 2.0
-    assert penalised_loss(2.0, 0.5, 0.4, 0.25, only_above_min=True, lambda_min=0.15) == pytest.approx(2.15)
+    assert penalised(2.0, 0.5, 0.15, 0.25, only_above_min=True, lambda_min=0.15) == 2.0
+    assert penalised(2.0, 0.5, 0.10, 0.25, only_above_min=True, lambda_min=0.15) == 2.0
+    assert penalised(2.0, 0.5, 0.4, 0.25, only_above_min=True, lambda_min=0.15) == pytest.approx(2.15)
     # default: λ = λmin still penalises: 2 + 0.15·0.75·0.5 = 2.05625
-    assert penalised_loss(2.0, 0.5, 0.15, 0.25, lambda_min=0.15) == pytest.approx(2.05625)
+    assert penalised(2.0, 0.5, 0.15, 0.25, lambda_min=0.15) == pytest.approx(2.05625)
+    with pytest.raises(SersError, match="anchor"):
+        WassersteinPenalty(0.4, anchor="origin")
+
+
+def test_penalty_term_of_a_micro_batch(tiny_model_dir):
+    """The term a micro-batch adds: weight · row share · ½ Σ mean(p²); its log values; none where it does
+    not apply (λ ≤ λmin under only_above_min), while the penalty is still logged."""
+    model = fresh_lora(tiny_model_dir)
+    with torch.no_grad():
+        for _, p in lora_parameters(model):
+            p.fill_(0.5)  # ½ Σ mean(p²) = ½ · 8 · 0.25 = 1.0
+    reg = WassersteinPenalty(0.4)
+    reg.setup(lora_parameters(model), None)
+    term, log = reg.term(model, MicroBatch(row_share=0.5, token_share=0.6, replay_fraction=0.25))
+    assert float(term.detach()) == pytest.approx(0.4 * 0.75 * 0.5 * 1.0)
+    assert log == {"penalty": pytest.approx(0.5), "lambda_eff": pytest.approx(0.5 * 0.4 * 0.75)}
+    assert float(reg.step_term({"lambda_eff": 0.3})) == pytest.approx(0.3)
+    off = WassersteinPenalty(0.1, lambda_min=0.15, only_above_min=True)
+    off.setup(lora_parameters(model), None)
+    term, log = off.term(model, MicroBatch(row_share=1.0, token_share=1.0, replay_fraction=0.0))
+    assert term is None and log == {"penalty": pytest.approx(1.0), "lambda_eff": 0.0}
 
 
 def test_lora_l2_penalty_hand_numbers(tiny_model_dir):
@@ -111,7 +130,6 @@ def test_penalty_variants_hand_numbers(tiny_model_dir):
     _, p = mats[0]
     torch.testing.assert_close(p.grad, torch.full_like(p, 0.25))  # d/dp ½(p − p*)² = p − p*
     assert float(lora_l2_penalty(model, {n: q.detach() for n, q in mats}, "mean")) == 0.0
-    assert penalised_loss(2.0, 0.5, 0.4, 0.25, scale=0.1) == pytest.approx(2.015)
     with pytest.raises(SersError, match="reduction"):
         lora_l2_penalty(model, reduction="max")
 
@@ -132,7 +150,7 @@ def test_anchored_penalty_starts_at_zero_from_the_previous_adapter(tiny_model_di
 # ---- the loss over packed batches -----------------------------------------------------------------
 
 def test_shared_prefix_gives_same_loss_and_gradients(tiny_model_dir):
-    from sers.generation import pack
+    from sers.forward import pack
     from sers.models import load_tokenizer
     from sers.prompts import encode_example
 
@@ -259,8 +277,7 @@ def test_stage_continues_previous_adapter(tiny_model_dir, mixed_rows, tmp_path):
     assert any(float(t.abs().sum()) > 0 for k, t in saved.items() if "lora_B" in k)
 
     # at load the adapter's weights are the saved ones (not a fresh init)
-    model, _ = training.load_lora_model(str(tiny_model_dir), str(first), lora_r=4, lora_alpha=16,
-                                        lora_dropout=0.0, target_modules="auto", seed=1, device="cpu")
+    model = load_trainable(str(tiny_model_dir), str(first), LoraShape(4, 16, 0.0), seed=1, device="cpu").model
     loaded = {n: p for n, p in lora_parameters(model)}
     assert len(loaded) == len(saved) and all(p.requires_grad for p in loaded.values())
     for key, tensor in saved.items():
@@ -352,8 +369,8 @@ def test_gradient_checkpointing_gives_same_loss_and_gradients(tiny_model_dir, la
     """Checkpointed layers recompute their forward in the backward pass, at equal loss and gradients,
     in every layout: the two-pass one reads the prefix cache inside checkpointed layers, the packed one
     recomputes each pack under its block mask."""
+    from sers.forward import LayerCost, packs
     from sers.models import load_tokenizer
-    from sers.prefix_packing import LayerCost, packs
     from sers.prompts import encode_example
 
     tok = load_tokenizer(str(tiny_model_dir))
@@ -375,7 +392,7 @@ def test_gradient_checkpointing_gives_same_loss_and_gradients(tiny_model_dir, la
 
     ce_0, n_0, g_0, calls_0, model = loss_and_grads(False)
     ce_1, n_1, g_1, calls_1, _ = loss_and_grads(True)
-    p, _ = training.batch_layout(model, examples, True)
+    p, _ = forward.batch_layout(model, examples, True)
     n_packs = len(packs(p, [len(a) + len(b) - p for a, b in examples], LayerCost.of(model)))
     # the first layer's attention: one call per forward, and once more per checkpointed forward (the
     # recompute); the two-pass layout's prefix pass is not checkpointed
@@ -408,7 +425,6 @@ def test_stage_with_gradient_checkpointing_trains_the_same_adapter(tiny_model_di
 def test_checkpointed_shared_prefix_refuses_a_transformers_that_drops_the_cache(tiny_model_dir, monkeypatch):
     """Where checkpointed layers cannot keep a cache, the two-pass suffix would silently lose the prefix:
     refuse."""
-    from sers import generation
     from sers.models import load_tokenizer
     from sers.prompts import encode_example
 
@@ -417,7 +433,7 @@ def test_checkpointed_shared_prefix_refuses_a_transformers_that_drops_the_cache(
     model = fresh_lora(tiny_model_dir)
     training.enable_gradient_checkpointing(model)
     model.train()
-    monkeypatch.setattr(generation, "GradientCheckpointingLayer", None)
+    monkeypatch.setattr(forward, "GradientCheckpointingLayer", None)
     with pytest.raises(SersError, match="training.gradient_checkpointing with training.shared_prefix"):
         target_cross_entropy(model, examples, tok.pad_token_id, True, layout="two_pass")
     target_cross_entropy(model, examples, tok.pad_token_id, False)[0].backward()  # unshared: no cache to keep

@@ -1,7 +1,7 @@
 """Regularisation and architecture baselines of the papers' tables (EWC, L2, LwF, O-LoRA).
 
-Each is a term added to the stage's cross-entropy; `sers.training.train_stage` adds it when a
-`baseline` dict names one. All terms are sums over the trainable LoRA matrices (the base is frozen).
+The maths of each term (`sers.regularisers` wraps each as a training stage's regulariser). All terms
+are sums over the trainable LoRA matrices (the base is frozen).
 
 - `ewc`   (Kirkpatrick et al. 2017, as the SSR code's `sftreg` releases it):
   λ · Σ_p F_p · (p − p*)², p* = the previous stage's adapter, F = the diagonal Fisher of the
@@ -170,55 +170,6 @@ def freeze_earlier_blocks(params: list[tuple[str, torch.Tensor]], frozen_rank: i
             mask[:, :frozen_rank] = 0
         handles.append(p.register_hook(lambda g, m=mask: g * m))
     return handles
-
-
-def load_olora_model(model_path: str, prev_adapter: str, *, lora_r: int, lora_alpha: float, lora_dropout: float,
-                     target_modules, seed: int, device: str = "auto", dtype: str = "auto"):
-    """The base with one adapter of rank r·t: the previous stack (frozen by `freeze_earlier_blocks`)
-    and a fresh rank-r block (peft's own initialisation: A Kaiming-uniform, B = 0).
-
-    Returns (model, targets, blocks) with blocks the new [start, end) list, the last one trainable."""
-    from peft import LoraConfig, get_peft_model
-    from safetensors.torch import load_file
-
-    from .models import load_model, lora_target_modules
-
-    prev = Path(prev_adapter)
-    if not (prev / "adapter_config.json").is_file():
-        raise SersError(f"training: previous adapter {prev} has no adapter_config.json")
-    cfg = json.loads((prev / "adapter_config.json").read_text(encoding="utf-8"))
-    blocks = read_blocks(prev, cfg["r"])
-    n = len(blocks)
-    base = load_model(model_path, device=device, dtype=dtype)
-    targets = lora_target_modules(base, target_modules)
-    saved = (cfg["r"], float(cfg["lora_alpha"]), sorted(cfg["target_modules"]))
-    wanted = (lora_r * n, float(lora_alpha) * n, sorted(targets))
-    if saved != wanted or any(b - a != lora_r for a, b in blocks):
-        raise SersError(f"training: previous O-LoRA stack {prev} has (r, alpha, target_modules) = {saved} in blocks "
-                        f"{blocks}; the config asks for blocks of rank {lora_r}: expected {wanted}")
-    torch.manual_seed(seed)
-    config = LoraConfig(task_type="CAUSAL_LM", r=lora_r * (n + 1), lora_alpha=lora_alpha * (n + 1),
-                        lora_dropout=lora_dropout, target_modules=targets)
-    model = get_peft_model(base, config)
-    state = load_file(str(prev / "adapter_model.safetensors"))
-    k = lora_r * n
-    copied = 0
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if not ("lora_A" in name or "lora_B" in name):
-                continue
-            key = name.replace(".default", "")
-            if key not in state:
-                raise SersError(f"training: {prev} has no {key}")
-            src = state[key].to(p.device, p.dtype)
-            if "lora_A" in name:
-                p[:k] = src
-            else:
-                p[:, :k] = src
-            copied += 1
-    if copied != len(state):
-        raise SersError(f"training: {prev} has {len(state)} LoRA matrices, the model {copied}")
-    return model, targets, blocks + [[k, k + lora_r]]
 
 
 def write_blocks(adapter_dir: str | Path, blocks: list[list[int]], rank_per_block: int) -> None:

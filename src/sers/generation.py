@@ -3,7 +3,7 @@
 Rows are left-padded; rows that start with the same tokens (every row of a task starts with the
 task instruction) share one forward pass over that prefix, whose KV cache is then repeated for
 every row — the same maths, computed once. The same machinery scores continuations and computes
-the teacher-forced training loss, so there is one notion of "a batch" in the whole library.
+the teacher-forced training loss (`sers.forward`), so there is one notion of "a batch" in the whole library.
 
 Blend decoding (label self-evolution, METHOD.md §5) runs θ0 and θt in the same forward: the batch
 holds each row twice, once with the LoRA adapter switched off, so the weights are read once per step
@@ -13,39 +13,14 @@ where it applies, else by peft's mixed-adapter batches (`adapter_names="__base__
 from __future__ import annotations
 
 import contextlib
-import inspect
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-from transformers import DynamicCache
 
-try:
-    from transformers.modeling_layers import GradientCheckpointingLayer
-except ImportError:  # transformers without the per-layer checkpointing wrapper: no checkpointed shared prefix
-    GradientCheckpointingLayer = None
-
-from .errors import SersError
+from .forward import PackedBatch, adapter_kwargs, cache_kwarg, forward_packed, output_cache, pack
 from .progress import progress
-
-MIN_SHARED_PREFIX = 4  # below this a separate prefix pass costs more than it saves
-# Where `shared_prefix: auto` turns the shared prefix on: measured faster on CPU (SmolLM2, 2 cores,
-# 2026-11-28: training 6.3× (pos) and 2.8× (sa) tokens/s in the packed layout, evaluation 2.7× and 1.1×
-# rows/s). Off on a GPU: on an H200 (random 0.92B LLaMA, bf16, 2026-11-28) two-pass training ran at 0.55×
-# (pos) and 0.67× (sa), evaluation at 0.98× and 0.92×; it did a third of the GPU work but launched twice
-# the kernels, and at that size the host bounds the step. The packed layout (`sers.prefix_packing`, one
-# pass) is not yet measured on a GPU (benchmarks/README.md).
-SHARED_PREFIX_AUTO_DEVICES = frozenset({"cpu"})
-
-
-def resolve_shared_prefix(setting: bool | str, device) -> bool:
-    """`training.shared_prefix` (true, false or "auto") for a model on `device`."""
-    if setting == "auto":
-        return torch.device(device).type in SHARED_PREFIX_AUTO_DEVICES
-    if isinstance(setting, bool):
-        return setting
-    raise ValueError(f"training.shared_prefix: {setting!r} is not true, false or auto")
 
 
 @dataclass(frozen=True)
@@ -78,56 +53,6 @@ class Generated:
     @property
     def mean_logprob(self) -> float:
         return self.logprob_sum / max(1, len(self.token_ids))
-
-
-@dataclass
-class PackedBatch:
-    """Rows laid out as [shared prefix][left padding][own suffix]."""
-
-    prefix: torch.Tensor          # [P]
-    suffix: torch.Tensor          # [R, S], left-padded
-    suffix_mask: torch.Tensor     # [R, S]
-    lengths: list[int] = field(default_factory=list)  # full length of each row
-
-    @property
-    def prefix_len(self) -> int:
-        return int(self.prefix.numel())
-
-
-def common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
-    first, n = seqs[0], min(len(s) for s in seqs)
-    for i in range(n):
-        tok = first[i]
-        if any(s[i] != tok for s in seqs):
-            return i
-    return n
-
-
-def shared_prefix_len(seqs: Sequence[Sequence[int]], keep_last: int = 1) -> int:
-    """The prefix a batch computes once: the rows' common prefix, leaving each row ≥ `keep_last` tokens
-    of its own (0 for a single row or below `MIN_SHARED_PREFIX`)."""
-    if len(seqs) < 2:
-        return 0
-    p = min(common_prefix_len(seqs), min(len(s) for s in seqs) - keep_last)
-    return p if p >= MIN_SHARED_PREFIX else 0
-
-
-def pack(seqs: Sequence[Sequence[int]], pad_id: int, share_prefix: bool, keep_last: int = 1) -> PackedBatch:
-    """Split rows into a shared prefix and left-padded suffixes (each keeps ≥ `keep_last` tokens)."""
-    p = shared_prefix_len(seqs, keep_last) if share_prefix else 0
-    suffixes = [list(s[p:]) for s in seqs]
-    width = max(len(s) for s in suffixes)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(suffixes):
-        if s:
-            ids[i, width - len(s):] = torch.tensor(s)
-            mask[i, width - len(s):] = 1
-    return PackedBatch(torch.tensor(list(seqs[0][:p]), dtype=torch.long), ids, mask, [len(s) for s in seqs])
-
-
-def _adapter_kwargs(adapter_names: list[str] | None) -> dict:
-    return {} if adapter_names is None else {"adapter_names": adapter_names}
 
 
 BASE_ROWS = "__base__"  # peft's adapter name for "no adapter" in a mixed batch
@@ -205,120 +130,6 @@ def _gateable_lora_layers(model, adapter: str) -> list:
                 or getattr(m.lora_A[adapter], "bias", None) is not None):
             return []
     return layers
-
-
-_CACHE_KWARG: dict[type, str] = {}
-
-
-def _cache_kwarg(model) -> str:
-    """Transformers ≥ 5.24 names the KV cache `cache`; earlier releases `past_key_values`."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    kind = type(base)
-    if kind not in _CACHE_KWARG:
-        params = inspect.signature(kind.forward).parameters
-        _CACHE_KWARG[kind] = "cache" if "cache" in params else "past_key_values"
-    return _CACHE_KWARG[kind]
-
-
-def _out_cache(out):
-    try:  # read `past_key_values` only where there is no `cache`: ≥ 5.24 warns that it is deprecated
-        return out.cache
-    except AttributeError:
-        return out.past_key_values
-
-
-def _checkpointing_modules(model) -> list[torch.nn.Module]:
-    """The modules that checkpoint in this forward (the decoder layers, and the model that turns its
-    cache off): none in eval mode, under no_grad, or without `training.gradient_checkpointing`."""
-    if not (model.training and torch.is_grad_enabled()):
-        return []
-    modules = [m for m in model.modules() if getattr(m, "gradient_checkpointing", False) is True]
-    if modules and not hasattr(GradientCheckpointingLayer, "_can_checkpoint_with_cache"):
-        # older transformers drop the cache of every checkpointed layer: the suffix would not see the prefix
-        raise SersError("training.gradient_checkpointing with training.shared_prefix needs a transformers release "
-                        "whose checkpointed layers can read a cache (5.x); set training.shared_prefix: false")
-    return modules
-
-
-@contextlib.contextmanager
-def _layer_flags(layers: Sequence[torch.nn.Module], **flags):
-    """Set attributes on `layers` for the duration of a forward, then restore the previous values."""
-    saved = [{k: m.__dict__[k] for k in flags if k in m.__dict__} for m in layers]
-    for m in layers:
-        for k, v in flags.items():
-            setattr(m, k, v)
-    try:
-        yield
-    finally:
-        for m, before in zip(layers, saved):
-            for k in flags:
-                if k in before:
-                    setattr(m, k, before[k])
-                else:
-                    delattr(m, k)  # back to the class attribute
-
-
-class _ReadOnlyCache(DynamicCache):
-    """A shared prefix's KV cache that attention reads but never extends.
-
-    Under activation checkpointing each decoder layer runs twice (forward, then the recompute in the
-    backward pass); a cache the layer appended to would hold the suffix twice on the recompute, so
-    transformers drops the cache of a checkpointed layer altogether. Read-only, both runs see the
-    same prefix keys and values, and gradients still reach the prefix through them."""
-
-    def __init__(self, source: DynamicCache):  # shares the source's layers, copies no tensor
-        self.__dict__.update(source.__dict__)
-
-    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
-        layer = self.layers[layer_idx]
-        return torch.cat([layer.keys, key_states], dim=-2), torch.cat([layer.values, value_states], dim=-2)
-
-
-def forward_packed(model, batch: PackedBatch, adapter_names: list[str] | None = None,
-                   prefix_adapters: list[str] | None = None, use_cache: bool = False, logits_to_keep: int = 0,
-                   route=_adapter_kwargs):
-    """Run the model over a packed batch; return (logits over the suffix [R, S, V], cache, mask).
-
-    `logits_to_keep` > 0 keeps only the last that many positions' logits (generation needs one, the
-    training loss those that predict a target): the LM head is a large share of a small model's work.
-    `route` turns a
-    forward's per-row adapter names into the model call's kwargs (peft's `adapter_names` by default,
-    or `LoraRowGate.route`).
-
-    With a shared prefix, the prefix runs once per distinct adapter in `prefix_adapters` (rows must
-    be grouped by adapter, in that order) and its cache is repeated across the rows of each group.
-    With activation checkpointing on (training), the prefix runs without it (one row per group: its
-    activations are small) and the suffix reads the prefix cache read-only (`_ReadOnlyCache`); the
-    returned cache then holds the prefix alone.
-    """
-    device = next(model.parameters()).device
-    rows = batch.suffix.shape[0]
-    p = batch.prefix_len
-    suffix = batch.suffix.to(device)
-    suffix_mask = batch.suffix_mask.to(device)
-    cache = None
-    checkpointed = _checkpointing_modules(model) if p else []
-    if p:
-        groups = prefix_adapters or [None]
-        prefix = batch.prefix.to(device)[None].expand(len(groups), -1)
-        kwargs = route(prefix_adapters)
-        with _layer_flags(checkpointed, gradient_checkpointing=False):  # the model would turn its cache off
-            out = model(input_ids=prefix, use_cache=True, logits_to_keep=1, **kwargs)
-        cache = _out_cache(out)
-        cache.batch_repeat_interleave(rows // len(groups))
-        if checkpointed:
-            cache = _ReadOnlyCache(cache)
-    mask = torch.cat([torch.ones(rows, p, dtype=torch.long, device=device), suffix_mask], dim=1)
-    positions = (p + suffix_mask.cumsum(-1) - 1).clamp(min=0)
-    if cache is None and use_cache:
-        cache = DynamicCache()
-    # a checkpointed layer keeps a cache only if it is marked as a reader (ours is, read-only)
-    layers = [m for m in checkpointed if isinstance(m, GradientCheckpointingLayer)]
-    with _layer_flags(layers, _can_checkpoint_with_cache=True):
-        out = model(input_ids=suffix, attention_mask=mask, position_ids=positions, **{_cache_kwarg(model): cache},
-                    use_cache=(use_cache or p > 0) and not checkpointed, logits_to_keep=logits_to_keep,
-                    **route(adapter_names))
-    return out.logits, (cache if checkpointed else _out_cache(out)), mask
 
 
 def _apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
@@ -431,8 +242,8 @@ def _decode_batch(model, tokenizer, seqs: list[list[int]], sampling: Sampling, g
             step_mask = torch.cat([step_mask, step_mask.new_zeros(step_mask.shape[0], 1, 1, 1)], dim=-1)
         # `positions` already has a row per packed row (both copies of every row when blending)
         out = model(input_ids=step_tokens[:, None], attention_mask=step_mask, position_ids=positions[:, None],
-                    **{_cache_kwarg(model): cache}, use_cache=True, **route(adapters))
-        cache = _out_cache(out)
+                    **{cache_kwarg(model): cache}, use_cache=True, **route(adapters))
+        cache = output_cache(out)
         next_logits = out.logits[:, -1, :].float()
         positions = positions + 1
     results = []
@@ -469,7 +280,7 @@ def generate(model, tokenizer, prompts: Sequence[Sequence[int]], sampling: Sampl
     # a blend's rows are routed by one LoraRowGate for every batch where it applies, else by peft
     gate = LoraRowGate.for_model(model, blend.adapter) if blend is not None and gate_rows else None
     with gate or contextlib.nullcontext():
-        route = gate.route if gate is not None else _adapter_kwargs
+        route = gate.route if gate is not None else adapter_kwargs
         for b, idx in enumerate(progress(groups, desc=desc or "generate", unit="batch")):
             gen = None
             if sampling.do_sample:

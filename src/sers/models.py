@@ -1,5 +1,6 @@
-"""Models: load a causal LM from a local folder (or a hub id where a hub exists), convert the
-packaged SmolLM2 GGUF once into a plain folder, and build the tiny random LLaMA used by tests.
+"""Models: load a causal LM from a local folder (or a hub id where a hub exists), with a stage's LoRA
+adapter for inference or training (O-LoRA's stacked adapter and LwF's frozen teacher included), convert
+the packaged SmolLM2 GGUF once into a plain folder, and build the tiny random LLaMA used by tests.
 
 Nothing here reaches a hub unless the user named a hub id and the machine has one; loading never
 runs remote code unless `trust_remote_code` is set, and weights come only from safetensors.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -89,6 +91,132 @@ def lora_target_modules(model, requested: str | list[str]) -> list[str]:
         raise SersError(f"training.target_modules: {missing} not found in the model "
                         f"(it has e.g. {sorted(n for n in names if n)[:12]})")
     return list(requested)
+
+
+@dataclass(frozen=True)
+class LoraShape:
+    """The adapter a stage trains: rank, alpha, dropout and target modules ("auto": the architecture's q/v)."""
+
+    r: int = 8
+    alpha: float = 32
+    dropout: float = 0.1
+    target_modules: str | list[str] = "auto"
+
+
+@dataclass
+class TrainableModel:
+    model: object                     # a peft model whose "default" adapter is trainable
+    targets: list[str]                # the LoRA target modules
+    blocks: list[list[int]] | None    # O-LoRA: the stack's [start, end) rank blocks, the last one new
+
+
+def load_with_adapter(path: str, adapter_dir: str, *, trainable: bool = False, device: str = "auto",
+                      dtype: str = "auto", trust_remote_code: bool = False):
+    """θ0 with a stage's LoRA adapter (named "default"); θ0 is this model with the adapter disabled."""
+    from peft import PeftModel
+
+    base = load_model(path, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    model = PeftModel.from_pretrained(base, adapter_dir, is_trainable=trainable)
+    return model if trainable else model.eval()
+
+
+def load_trainable(path: str, prev_adapter: str | None, lora: LoraShape, *, seed: int, device: str = "auto",
+                   dtype: str = "auto", stack_blocks: bool = False, teacher: str | None = None) -> TrainableModel:
+    """The base model with the adapter a stage trains: `prev_adapter` loaded trainable (the adapter one
+    carries across stages), or a fresh one (peft's initialisation, seeded).
+
+    `stack_blocks` (O-LoRA): the previous stack plus a fresh rank-r block, one adapter of rank r·t.
+    `teacher`: the previous adapter loaded a second time under that name, frozen (LwF's previous model,
+    sharing the base weights)."""
+    if (stack_blocks or teacher) and not prev_adapter:
+        raise SersError("training: this baseline needs the previous stage's adapter")
+    if stack_blocks:
+        loaded = _load_stacked(path, prev_adapter, lora, seed=seed, device=device, dtype=dtype)
+    else:
+        loaded = _load_carried(path, prev_adapter, lora, seed=seed, device=device, dtype=dtype)
+    if teacher:
+        model = loaded.model
+        model.load_adapter(prev_adapter, adapter_name=teacher, is_trainable=False)
+        model.set_adapter("default")
+        for name, p in model.named_parameters():
+            if f".{teacher}." in name:
+                p.requires_grad_(False)
+    return loaded
+
+
+def _check_previous(prev_adapter: str | Path) -> Path:
+    prev = Path(prev_adapter)
+    if not (prev / "adapter_config.json").is_file():
+        raise SersError(f"training: previous adapter {prev} has no adapter_config.json")
+    return prev
+
+
+def _load_carried(path: str, prev_adapter: str | None, lora: LoraShape, *, seed: int, device: str,
+                  dtype: str) -> TrainableModel:
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    base = load_model(path, device=device, dtype=dtype)
+    targets = lora_target_modules(base, lora.target_modules)
+    torch.manual_seed(seed)
+    if prev_adapter:
+        _check_previous(prev_adapter)
+        model = PeftModel.from_pretrained(base, prev_adapter, is_trainable=True)
+        cfg = model.peft_config["default"]
+        saved = (cfg.r, float(cfg.lora_alpha), sorted(cfg.target_modules))
+        wanted = (lora.r, float(lora.alpha), sorted(targets))
+        if saved != wanted:
+            raise SersError(f"training: previous adapter {prev_adapter} has (r, alpha, target_modules) = {saved},"
+                            f" the config asks for {wanted}; one adapter is carried across stages")
+    else:
+        config = LoraConfig(task_type="CAUSAL_LM", r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                            target_modules=targets)
+        model = get_peft_model(base, config)
+    return TrainableModel(model, targets, None)
+
+
+def _load_stacked(path: str, prev_adapter: str, lora: LoraShape, *, seed: int, device: str,
+                  dtype: str) -> TrainableModel:
+    """O-LoRA: one adapter of rank r·(t): the previous stack (copied in; `sers.baselines.freeze_earlier_blocks`
+    keeps it fixed) and a fresh rank-r block (peft's own initialisation: A Kaiming-uniform, B = 0)."""
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import load_file
+
+    from .baselines import read_blocks
+
+    prev = _check_previous(prev_adapter)
+    cfg = json.loads((prev / "adapter_config.json").read_text(encoding="utf-8"))
+    blocks = read_blocks(prev, cfg["r"])
+    n = len(blocks)
+    base = load_model(path, device=device, dtype=dtype)
+    targets = lora_target_modules(base, lora.target_modules)
+    saved = (cfg["r"], float(cfg["lora_alpha"]), sorted(cfg["target_modules"]))
+    wanted = (lora.r * n, float(lora.alpha) * n, sorted(targets))
+    if saved != wanted or any(b - a != lora.r for a, b in blocks):
+        raise SersError(f"training: previous O-LoRA stack {prev} has (r, alpha, target_modules) = {saved} in blocks "
+                        f"{blocks}; the config asks for blocks of rank {lora.r}: expected {wanted}")
+    torch.manual_seed(seed)
+    config = LoraConfig(task_type="CAUSAL_LM", r=lora.r * (n + 1), lora_alpha=lora.alpha * (n + 1),
+                        lora_dropout=lora.dropout, target_modules=targets)
+    model = get_peft_model(base, config)
+    state = load_file(str(prev / "adapter_model.safetensors"))
+    k = lora.r * n
+    copied = 0
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if not ("lora_A" in name or "lora_B" in name):
+                continue
+            key = name.replace(".default", "")
+            if key not in state:
+                raise SersError(f"training: {prev} has no {key}")
+            src = state[key].to(p.device, p.dtype)
+            if "lora_A" in name:
+                p[:k] = src
+            else:
+                p[:, :k] = src
+            copied += 1
+    if copied != len(state):
+        raise SersError(f"training: {prev} has {len(state)} LoRA matrices, the model {copied}")
+    return TrainableModel(model, targets, blocks + [[k, k + lora.r]])
 
 
 def is_ready(folder: str | Path) -> bool:

@@ -3,26 +3,26 @@
 One adapter is carried from stage to stage: stage 1 creates it, every later stage loads the
 previous stage's adapter trainable and keeps training it; the base weights stay frozen.
 
-Loss per micro-batch = cross-entropy over the target tokens (mean over the batch's target tokens)
-+ λ · (1 − r_b) · ½ Σ_p mean(p²) over the LoRA matrices, r_b = fraction of replay rows in the
-micro-batch (the reference). Research variants: anchor the penalty at the previous stage's adapter
-(p − p_{t−1}) and/or sum each matrix instead of averaging it, with λ multiplied by a user scale.
-`is_replay` is set by the caller from where a row came from. The regularisation / architecture
-baselines (EWC, L2, LwF, O-LoRA: `sers.baselines`) add their own term through `baseline`, logged
-per step as `baseline_term`.
+A stage is a `StageSpec` (the model and adapter it starts from, the LoRA shape, the optimiser
+`Schedule`), a `DataMix` (the rows, new and replay, and how they are encoded and batched) and a
+list of regularisers (`sers.regularisers`): loss per micro-batch = cross-entropy over the target tokens
+(mean over the step's target tokens) + each regulariser's term. SERS's is the λ(W)-weighted penalty
+λ · (1 − r_b) · ½ Σ_p mean(p²) over the LoRA matrices, r_b = the micro-batch's share of replay rows
+(`is_replay`, set by the caller from where a row came from); the baselines (EWC, L2, LwF, O-LoRA) add
+theirs, logged per step as `baseline_term`.
 
 Batching (deterministic given `seed`): every epoch the rows are shuffled with a seeded generator
 and cut into batches that mix tasks and replay rows as in the reference; inside a batch the rows of
 each task instruction run as one forward, so their shared prefix is still computed once (same loss).
 With `group_batches` the shuffled rows are cut into chunks of `batch_size * GROUP_BATCHES`
 rows, each chunk is sorted by its prompt token ids (rows of one task instruction end up together, so
-a batch's rows share a long prefix that `sers.generation.pack` runs once), split into batches, and
+a batch's rows share a long prefix that `sers.forward.pack` runs once), split into batches, and
 the epoch's batches are shuffled again. Grouped batches tend to be all-new or all-replay, so r_b is
 mostly 0 or 1: the penalty's expected weight over an epoch is unchanged (λ × the share of new rows),
 but it is applied in fewer, fuller doses; the default (`False`) keeps r_b ≈ the replay share in
 every batch, as in the reference.
 With `shared_prefix` the common prefix of a batch is computed once, in the cheaper of two layouts
-(`sers.prefix_packing`): two passes (the prefix, then the suffixes against its repeated KV cache,
+(`sers.forward`): two passes (the prefix, then the suffixes against its repeated KV cache,
 gradients flowing through that cache) or one packed sequence [prefix][suffix 1]…[suffix R] under a
 block mask. Either way the loss and gradients equal an unshared batch.
 
@@ -37,32 +37,25 @@ import json
 import math
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
-from .baselines import (
-    BASELINES,
-    TEACHER,
-    anchored_penalty,
-    distillation_kl,
-    freeze_earlier_blocks,
-    load_olora_model,
-    olora_terms,
-    write_blocks,
-)
+from .baselines import distillation_kl
 from .data import split_instruction
 from .errors import SersError
-from .generation import forward_packed, pack, resolve_shared_prefix, shared_prefix_len
+from .forward import batch_layout, resolve_shared_prefix, target_logits
 from .io import atomic_path
-from .prefix_packing import choose_layout, packed_target_logits
+from .models import LoraShape, load_tokenizer, load_trainable
 from .progress import progress
+from .regularisers import Baseline, MicroBatch, Regulariser, WassersteinPenalty, lora_parameters
 
 GROUP_BATCHES = 8  # batches per sorted chunk: larger = more prefix sharing, less randomness
-IGNORE = -100
+# the per-step log line's sums over micro-batches, in the order loss.jsonl writes them
+LOG_KEYS = ("loss", "ce", "penalty", "lambda_eff", "replay_fraction", "baseline_term")
 
 
 @dataclass(frozen=True)
@@ -72,52 +65,54 @@ class TrainRow:
     is_replay: bool
 
 
-def lora_parameters(model) -> list[tuple[str, torch.nn.Parameter]]:
-    """The trainable LoRA matrices (lora_A / lora_B weights)."""
-    return [(n, p) for n, p in model.named_parameters()
-            if p.requires_grad and ("lora_A" in n or "lora_B" in n)]
+@dataclass(frozen=True)
+class Schedule:
+    """The optimiser schedule: AdamW (weight decay 0), cosine with linear warmup, clipped gradients."""
+
+    lr: float = 2e-4
+    epochs: float = 3
+    batch_size: int = 32
+    grad_accum: int = 1              # micro-batches per optimiser step (the step's loss and gradients are one batch's)
+    max_grad_norm: float | None = 1.0
+    warmup_ratio: float = 0.0
 
 
-PENALTY_ANCHORS = ("zero", "previous")
-PENALTY_REDUCTIONS = ("mean", "sum")
+@dataclass(frozen=True)
+class DataMix:
+    """A stage's rows (new and replay) and how they are encoded and cut into batches."""
+
+    rows: Sequence[TrainRow]
+    prompt_format: str = "plain"
+    max_prompt_tokens: int = 1024
+    max_target_tokens: int = 512
+    group_batches: bool = False
+    notes: dict = field(default_factory=dict)  # e.g. rehearsal rows left out for an empty label
 
 
-def lora_l2_penalty(model, anchor: dict[str, torch.Tensor] | None = None, reduction: str = "mean") -> torch.Tensor:
-    """½ Σ_p reduce((p − p*)²) over the trainable LoRA matrices (a scalar tensor; 0 if there are none).
+@dataclass(frozen=True)
+class StageSpec:
+    """Where a stage starts and how it trains."""
 
-    p* = 0 (the reference: ½ Σ_p mean(p²)), or `anchor[name]` — the previous stage's adapter, as in the
-    SSR code's L2 baseline. `reduction` "mean" averages each matrix (the reference; its gradient per
-    element is p/numel), "sum" adds its elements up.
-    """
-    if reduction not in PENALTY_REDUCTIONS:
-        raise SersError(f"training: penalty reduction {reduction!r} is not one of {PENALTY_REDUCTIONS}")
-    terms = []
-    for name, p in lora_parameters(model):
-        diff = p.float() if anchor is None else p.float() - anchor[name].to(p.device, torch.float32)
-        sq = diff.pow(2)
-        terms.append(sq.mean() if reduction == "mean" else sq.sum())
-    if not terms:
-        return torch.zeros((), device=next(model.parameters()).device)
-    return 0.5 * torch.stack(terms).sum()
+    model_path: str
+    prev_adapter: str | None
+    lora: LoraShape = LoraShape()
+    schedule: Schedule = Schedule()
+    shared_prefix: bool | str = "auto"
+    gradient_checkpointing: bool = False   # recompute activations in the backward pass: less memory, same loss
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "auto"
 
 
-def penalty_applies(lam: float, only_above_min: bool = False, lambda_min: float = 0.0) -> bool:
-    """The released code applies the penalty only when λ > λmin (`only_above_min=True`)."""
-    return lam > lambda_min if only_above_min else True
-
-
-def penalty_coefficient(lam: float, replay_fraction: float, only_above_min: bool = False,
-                        lambda_min: float = 0.0) -> float:
-    """λ · (1 − r_b), or 0 where the penalty does not apply."""
-    return lam * (1.0 - replay_fraction) if penalty_applies(lam, only_above_min, lambda_min) else 0.0
-
-
-def penalised_loss(ce, penalty, lam: float, replay_fraction: float, only_above_min: bool = False,
-                   lambda_min: float = 0.0, scale: float = 1.0):
-    """ce + scale · λ · (1 − r_b) · penalty (`only_above_min`: only when λ > λmin)."""
-    if not penalty_applies(lam, only_above_min, lambda_min):
-        return ce
-    return ce + scale * lam * (1.0 - replay_fraction) * penalty
+def stage_spec(model: dict, training: dict, prev_adapter: str | None, seed: int) -> StageSpec:
+    """The spec of a stage from a rule's `model` and `training` config sections."""
+    t = training
+    return StageSpec(
+        model["path"], prev_adapter,
+        LoraShape(t["lora_r"], t["lora_alpha"], t["lora_dropout"], t["target_modules"]),
+        Schedule(t["lr"], t["epochs"], t["batch_size"], t["grad_accum"], t["max_grad_norm"], t["warmup_ratio"]),
+        shared_prefix=t["shared_prefix"], gradient_checkpointing=t["gradient_checkpointing"], seed=seed,
+        device=model["device"], dtype=model["dtype"])
 
 
 def target_cross_entropy(model, examples: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int,
@@ -134,12 +129,12 @@ def target_cross_entropy(model, examples: Sequence[tuple[Sequence[int], Sequence
     the mean over the same target tokens of KL(teacher ‖ model) at temperature `temperature`.
 
     With `shared_prefix` each group runs in the cheaper layout that computes its shared prefix once
-    (`sers.prefix_packing.choose_layout`: two-pass or packed); `layout` forces one (benchmarks, tests).
+    (`sers.forward.choose_layout`: two-pass or packed); `layout` forces one (benchmarks, tests).
     """
     total, kl_total, n_tokens = None, None, 0
     for idx in group_rows(groups if groups is not None else [None] * len(examples)):
         part = [examples[i] for i in idx]
-        preds, labels = _target_logits(model, part, pad_id, shared_prefix, layout=layout)
+        preds, labels = target_logits(model, part, pad_id, shared_prefix, layout=layout)
         if len(labels) == 0:
             continue
         part_sum = F.cross_entropy(preds, labels, reduction="sum")
@@ -149,7 +144,7 @@ def target_cross_entropy(model, examples: Sequence[tuple[Sequence[int], Sequence
             was_training = model.training
             model.eval()  # peft's per-row adapter selection refuses training mode; the teacher has no dropout
             with torch.no_grad():
-                t_preds, _ = _target_logits(model, part, pad_id, shared_prefix, adapter=teacher, layout=layout)
+                t_preds, _ = target_logits(model, part, pad_id, shared_prefix, adapter=teacher, layout=layout)
             model.train(was_training)
             part_kl = distillation_kl(t_preds, preds, temperature)
             kl_total = part_kl if kl_total is None else kl_total + part_kl
@@ -168,44 +163,6 @@ def group_rows(keys: Sequence[object]) -> list[list[int]]:
     return list(members.values())
 
 
-def batch_layout(model, examples: Sequence[tuple[Sequence[int], Sequence[int]]], shared_prefix: bool) -> tuple[int, str]:
-    """(shared prefix length, layout) of a batch of (prompt, target) rows: the prefix ends before every
-    prompt's last token, so each target is predicted from inside its row's own suffix."""
-    seqs = [list(p) + list(t) for p, t in examples]
-    p = shared_prefix_len(seqs, _suffix_keep(examples)) if shared_prefix else 0
-    return p, choose_layout(model, p, [len(s) - p for s in seqs])
-
-
-def _suffix_keep(examples) -> int:
-    """Tokens each row keeps out of the shared prefix: p ≤ min(len) − keep ≤ every prompt length − 1."""
-    return min(len(p) + len(t) for p, t in examples) - min(len(p) for p, _ in examples) + 1
-
-
-def _target_logits(model, examples, pad_id: int, shared_prefix: bool, adapter: str | None = None,
-                   layout: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(float logits predicting each target token [N, V], those target ids [N]) of a batch.
-
-    `layout` (one of `sers.prefix_packing.LAYOUTS`) overrides `choose_layout` (benchmarks, tests)."""
-    p, chosen = batch_layout(model, examples, shared_prefix)
-    layout = layout or chosen
-    if layout == "packed":
-        return packed_target_logits(model, examples, p, None if adapter is None else {"adapter_names": [adapter]})
-    seqs = [list(p) + list(t) for p, t in examples]
-    batch = pack(seqs, pad_id, share_prefix=layout == "two_pass", keep_last=_suffix_keep(examples))
-    names = None if adapter is None else [adapter] * len(seqs)
-    # only the last positions reach the LM head: those that predict a target token, and the very last
-    window = max(len(t) for _, t in examples) + 1
-    logits, _, _ = forward_packed(model, batch, adapter_names=names, logits_to_keep=window,
-                                  prefix_adapters=None if adapter is None else [adapter])
-    labels = torch.full((len(seqs), window), IGNORE, dtype=torch.long)
-    for r, (_, t) in enumerate(examples):
-        if len(t):
-            labels[r, window - len(t):] = torch.as_tensor(list(t), dtype=torch.long)
-    labels = labels[:, 1:].to(logits.device)
-    keep_pos = labels != IGNORE
-    return logits[:, :-1][keep_pos].float(), labels[keep_pos]
-
-
 def epoch_batches(prompts: Sequence[Sequence[int]], batch_size: int, generator: torch.Generator,
                   group: bool = True) -> list[list[int]]:
     """One epoch's batches (row indices): shuffle; with `group`, sort chunks by prompt, split, shuffle batches."""
@@ -222,40 +179,13 @@ def epoch_batches(prompts: Sequence[Sequence[int]], batch_size: int, generator: 
     return [batches[i] for i in order]
 
 
-def load_lora_model(model_path: str, prev_adapter: str | None, *, lora_r: int, lora_alpha: float,
-                    lora_dropout: float, target_modules, seed: int, device: str = "auto", dtype: str = "auto"):
-    """The base model with a trainable LoRA adapter: `prev_adapter` loaded trainable, or a fresh one."""
-    from peft import LoraConfig, PeftModel, get_peft_model
-
-    from .models import load_model, lora_target_modules
-
-    base = load_model(model_path, device=device, dtype=dtype)
-    targets = lora_target_modules(base, target_modules)
-    torch.manual_seed(seed)
-    if prev_adapter:
-        if not (Path(prev_adapter) / "adapter_config.json").is_file():
-            raise SersError(f"training: previous adapter {prev_adapter} has no adapter_config.json")
-        model = PeftModel.from_pretrained(base, prev_adapter, is_trainable=True)
-        cfg = model.peft_config["default"]
-        saved = (cfg.r, float(cfg.lora_alpha), sorted(cfg.target_modules))
-        wanted = (lora_r, float(lora_alpha), sorted(targets))
-        if saved != wanted:
-            raise SersError(f"training: previous adapter {prev_adapter} has (r, alpha, target_modules) = {saved},"
-                            f" the config asks for {wanted}; one adapter is carried across stages")
-    else:
-        config = LoraConfig(task_type="CAUSAL_LM", r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-                            target_modules=targets)
-        model = get_peft_model(base, config)
-    return model, targets
-
-
 def enable_gradient_checkpointing(model) -> None:
     """Recompute each decoder layer's activations in the backward pass instead of keeping them.
 
     Activation memory drops from every layer's intermediates to one layer's (plus each layer's input),
     for about one more forward pass of compute per step. Non-reentrant checkpointing: gradients reach
     the LoRA matrices even though the frozen embeddings' output needs none, and the shared prefix's
-    cache, read inside a checkpointed layer, gets its gradient too (`sers.generation.forward_packed`).
+    cache, read inside a checkpointed layer, gets its gradient too (`sers.forward.forward_packed`).
     """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     if not getattr(base, "supports_gradient_checkpointing", False):
@@ -266,35 +196,6 @@ def enable_gradient_checkpointing(model) -> None:
     else:
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         base.enable_input_require_grads()
-
-
-def _load_fisher(path: str, names: list[str]) -> dict[str, torch.Tensor]:
-    """The previous stage's diagonal Fisher (`fisher` rule), keyed like the trainable LoRA parameters."""
-    from safetensors.torch import load_file
-
-    fisher = load_file(str(path))
-    if set(fisher) != set(names):
-        missing, extra = sorted(set(names) - set(fisher)), sorted(set(fisher) - set(names))
-        raise SersError(f"training: the Fisher {path} does not match the adapter (missing {missing[:3]}, "
-                        f"unexpected {extra[:3]})")
-    return fisher
-
-
-PARAMETER_TERMS = ("ewc", "l2", "olora")  # baselines whose term depends on the parameters alone (not LwF's KL)
-
-
-def _baseline_term(kind, baseline, params, reference, fisher, kl, frozen_rank):
-    """The baseline's regularisation term of one micro-batch (None without a baseline)."""
-    if kind == "ewc":
-        return baseline["lambda"] * anchored_penalty(params, reference, fisher)
-    if kind == "l2":
-        return baseline["lambda"] * anchored_penalty(params, reference)
-    if kind == "lwf":
-        return baseline["lambda"] * kl
-    if kind == "olora":
-        orth, norm = olora_terms(params, frozen_rank, baseline["orthogonal_matrix"], baseline.get("form", "reference"))
-        return baseline["lambda1"] * orth + baseline["lambda2"] * norm
-    return None
 
 
 def regulariser_gradient_norms(params: Sequence[torch.Tensor], term: torch.Tensor) -> tuple[float, float]:
@@ -311,216 +212,220 @@ def regulariser_gradient_norms(params: Sequence[torch.Tensor], term: torch.Tenso
     return math.sqrt(reg_sq), math.sqrt(task_sq)
 
 
-def _finite(x: float) -> bool:
-    return math.isfinite(x)
-
-
-def train_stage(model_path: str, out_dir: str, rows: Sequence[TrainRow], *, prev_adapter: str | None,
-                lam: float, lambda_min: float, only_above_min: bool, lora_r: int = 8, lora_alpha: float = 32,
-                lora_dropout: float = 0.1, target_modules="auto", lr: float = 2e-4, epochs: float = 3,
-                batch_size: int = 32, grad_accum: int = 1, max_grad_norm: float | None = 1.0,
-                warmup_ratio: float = 0.0, prompt_format: str = "plain", max_prompt_tokens: int = 1024,
-                max_target_tokens: int = 512, shared_prefix: bool | str = "auto", seed: int = 0, device: str = "auto",
-                dtype: str = "auto", group_batches: bool = False, data_notes: dict | None = None,
-                penalty_anchor: str = "zero", penalty_reduction: str = "mean", penalty_scale: float = 1.0,
-                baseline: dict | None = None, gradient_checkpointing: bool = False) -> dict:
+def train_stage(spec: StageSpec, data: DataMix, out_dir: str,
+                regularisers: Sequence[Regulariser] | None = None) -> dict:
     """Train one stage and write its adapter folder atomically; return a summary
     {steps, micro_batches, final_loss, final_ce, tokens, tokens_per_s, wall_s, rows, replay_rows}.
 
-    `data_notes` (e.g. rehearsal rows left out for an empty label) are written to train_config.json.
-    The penalty is scale · λ · (1 − r_b) · ½ Σ_p reduce((p − p*)²), p* = 0 or (`penalty_anchor="previous"`)
-    the adapter this stage starts from (see `lora_l2_penalty`).
-
-    `baseline` adds a regularisation baseline's term (`sers.baselines`): {"kind": "ewc", "lambda",
-    "fisher": path}, {"kind": "l2", "lambda"}, {"kind": "lwf", "lambda", "temperature"} or
-    {"kind": "olora", "lambda1", "lambda2", "orthogonal_matrix"}; each needs `prev_adapter`.
-
-    `gradient_checkpointing` recomputes activations in the backward pass (`enable_gradient_checkpointing`):
-    less memory, the same loss and gradients. So does `grad_accum`: an optimiser step of `grad_accum`
-    micro-batches of `batch_size` rows has the loss and gradients of one batch of all its rows (the
-    cross-entropy a mean over the step's target tokens, λ·(1 − r_b) over its rows)."""
-    from transformers import get_cosine_schedule_with_warmup
-
-    from .models import load_tokenizer
-    from .prompts import encode_example
-
-    if not rows:
-        raise SersError("training: no training rows")
-    if batch_size < 1 or grad_accum < 1:
-        raise SersError(f"training: batch_size and grad_accum must be ≥ 1 (got {batch_size}, {grad_accum})")
-    if not epochs > 0:
-        raise SersError(f"training: epochs must be > 0 (got {epochs})")
-    kind = (baseline or {}).get("kind")
-    if kind is not None and kind not in BASELINES:
-        raise SersError(f"training: baseline {kind!r} is not one of {BASELINES}")
-    if kind is not None and not prev_adapter:
-        raise SersError(f"training: the {kind} baseline needs the previous stage's adapter")
+    `regularisers` add their terms to the loss in order (SERS's penalty first, as the reference adds it);
+    None: the penalty at λ = 0 (a stage that rehearses nothing)."""
+    regularisers = list(regularisers) if regularisers is not None else [WassersteinPenalty()]
+    _check(spec, data, regularisers)
     t0 = time.time()
-    tokenizer = load_tokenizer(model_path)
-    pad_id = tokenizer.pad_token_id
-    lora_kwargs = dict(lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=target_modules,
-                       seed=seed, device=device, dtype=dtype)
-    blocks = None
-    if kind == "olora":  # the previous stack plus a fresh block, one adapter of rank r·t
-        model, targets, blocks = load_olora_model(model_path, prev_adapter, **lora_kwargs)
-    else:
-        model, targets = load_lora_model(model_path, prev_adapter, **lora_kwargs)
-    if kind == "lwf":  # the previous model: the same base with the previous adapter, frozen
-        model.load_adapter(prev_adapter, adapter_name=TEACHER, is_trainable=False)
-        model.set_adapter("default")
-        for name, p in model.named_parameters():
-            if f".{TEACHER}." in name:
-                p.requires_grad_(False)
-    if gradient_checkpointing:
+    tokenizer = load_tokenizer(spec.model_path)
+    loaded = load_trainable(spec.model_path, spec.prev_adapter, spec.lora, seed=spec.seed, device=spec.device,
+                            dtype=spec.dtype, stack_blocks=any(r.stacks_blocks for r in regularisers),
+                            teacher=next((r.teacher for r in regularisers if r.teacher), None))
+    model = loaded.model
+    if spec.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     dev = next(model.parameters()).device
-    shared_prefix = resolve_shared_prefix(shared_prefix, dev)
+    shared_prefix = resolve_shared_prefix(spec.shared_prefix, dev)
     model.train()
-    if penalty_anchor not in PENALTY_ANCHORS:
-        raise SersError(f"training: penalty anchor {penalty_anchor!r} is not one of {PENALTY_ANCHORS}")
-    anchor = ({n: p.detach().clone() for n, p in lora_parameters(model)} if penalty_anchor == "previous"
-              else None)
-    trainable_lora = lora_parameters(model)
-    reference = {n: p.detach().clone() for n, p in trainable_lora} if kind in ("ewc", "l2") else None
-    fisher = _load_fisher(baseline["fisher"], [n for n, _ in trainable_lora]) if kind == "ewc" else None
-    frozen_rank = blocks[-1][0] if blocks else 0
-    if kind == "olora":
-        freeze_earlier_blocks(trainable_lora, frozen_rank)
-
-    examples = [encode_example(tokenizer, r.full_prompt, r.output, prompt_format, max_prompt_tokens,
-                               max_target_tokens) for r in rows]
-    replay = [bool(r.is_replay) for r in rows]
-
-    # the whole stage's micro-batches, then optimiser steps of `grad_accum` micro-batches each
-    order_gen = torch.Generator().manual_seed(seed)
-    per_epoch = math.ceil(len(rows) / batch_size)
-    total_micro = max(1, math.ceil(epochs * per_epoch))
-    micro: list[tuple[int, list[int]]] = []
-    epoch = 0
-    prompts = [p for p, _ in examples]
-    instructions = [split_instruction(r.full_prompt)[0] for r in rows]  # prefix-sharing groups in a batch
-    while len(micro) < total_micro:
-        micro += [(epoch, b) for b in epoch_batches(prompts, batch_size, order_gen, group_batches)]
-        epoch += 1
-    micro = micro[:total_micro]
-    steps = [micro[i:i + grad_accum] for i in range(0, len(micro), grad_accum)]
-    # the layout each forward (one per task instruction in a micro-batch) runs in, for train_config.json
-    layouts = Counter(batch_layout(model, [examples[idx[j]] for j in part], shared_prefix)[1]
-                      for _, idx in micro for part in group_rows([instructions[i] for i in idx]))
-    total_steps = len(steps)
-    warmup_steps = int(round(warmup_ratio * total_steps))
-
+    for reg in regularisers:
+        reg.setup(lora_parameters(model), loaded.blocks)
+    plan = _plan(tokenizer, spec, data)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, warmup_steps, total_steps)
-    clip = float(max_grad_norm) if max_grad_norm and max_grad_norm > 0 else float("inf")
-    use_bf16 = dev.type == "cuda"
-
-    settings = {
-        "model_path": str(model_path), "prev_adapter": str(prev_adapter) if prev_adapter else None,
-        "lam": lam, "lambda_min": lambda_min, "only_above_min": only_above_min,
-        "penalty_applies": penalty_applies(lam, only_above_min, lambda_min),
-        "penalty": {"anchor": penalty_anchor, "reduction": penalty_reduction, "scale": penalty_scale},
-        "lora_r": lora_r, "lora_alpha": lora_alpha, "lora_dropout": lora_dropout,
-        "target_modules_requested": target_modules, "target_modules": targets,
-        "lr": lr, "epochs": epochs, "batch_size": batch_size, "grad_accum": grad_accum,
-        "max_grad_norm": max_grad_norm, "warmup_ratio": warmup_ratio, "warmup_steps": warmup_steps,
-        "total_steps": total_steps, "micro_batches": len(micro), "prompt_format": prompt_format,
-        "max_prompt_tokens": max_prompt_tokens, "max_target_tokens": max_target_tokens,
-        "shared_prefix": shared_prefix, "forward_layouts": dict(sorted(layouts.items())),
-        "gradient_checkpointing": gradient_checkpointing, "seed": seed,
-        "device": str(dev),
-        "dtype": str(next(model.parameters()).dtype).replace("torch.", ""), "autocast_bf16": use_bf16,
-        "optimizer": "AdamW(weight_decay=0)", "schedule": "cosine with warmup",
-        "group_batches": group_batches,
-        "batching": (f"seeded shuffle per epoch, chunks of batch_size*{GROUP_BATCHES} sorted by prompt, "
-                     "batches shuffled") if group_batches else "seeded shuffle per epoch",
-        "n_rows": len(rows), "n_replay_rows": sum(replay), "n_new_rows": len(rows) - sum(replay),
-        "data_notes": data_notes or {},
-        "baseline": {**baseline, **({"blocks": blocks} if blocks else {})} if baseline else None,
-    }
-
-    tokens = 0
-    done_micro = 0
+    optimizer, scheduler = _optimiser(params, spec.schedule, len(plan.steps))
+    clip = spec.schedule.max_grad_norm if spec.schedule.max_grad_norm and spec.schedule.max_grad_norm > 0 \
+        else float("inf")
+    layouts = Counter(batch_layout(model, [plan.examples[i] for i in part], shared_prefix)[1]
+                      for _, idx in plan.micro for part in plan.forwards(idx))
+    settings = _settings(spec, data, regularisers, loaded, plan, shared_prefix, dev, model, layouts)
+    step_forward = _StepForward(model, tokenizer.pad_token_id, shared_prefix, plan, regularisers,
+                                autocast_bf16=dev.type == "cuda")
     last: dict = {}
     with atomic_path(out_dir, is_dir=True) as tmp:
         with open(tmp / "loss.jsonl", "w", encoding="utf-8") as log:
-            for step_no, group in enumerate(progress(steps, desc="train", unit="step"), start=1):
+            for step_no, step in enumerate(progress(plan.steps, desc="train", unit="step"), start=1):
                 optimizer.zero_grad(set_to_none=True)
-                sums = {"loss": 0.0, "ce": 0.0, "penalty": 0.0, "lambda_eff": 0.0, "replay_fraction": 0.0,
-                        "baseline_term": 0.0}
-                # micro-batches add up to the step's one batch: the cross-entropy (and LwF's KL) is a mean
-                # over the step's target tokens, the penalty's weight λ·(1 − r_b) a mean over its rows
-                step_tokens = max(1, sum(len(examples[i][1]) for _, idx in group for i in idx))
-                step_rows = sum(len(idx) for _, idx in group)
-                for ep, idx in group:
-                    token_share = sum(len(examples[i][1]) for i in idx) / step_tokens
-                    row_share = len(idx) / step_rows
-                    r_b = sum(replay[i] for i in idx) / len(idx)
-                    coeff = penalty_scale * penalty_coefficient(lam, r_b, only_above_min, lambda_min)
-                    amp = torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
-                    kl = None
-                    with amp:
-                        batch_args = (model, [examples[i] for i in idx], pad_id, shared_prefix,
-                                      [instructions[i] for i in idx])
-                        if kind == "lwf":
-                            ce, _, kl = target_cross_entropy(*batch_args, teacher=TEACHER,
-                                                             temperature=baseline["temperature"])
-                        else:
-                            ce, _ = target_cross_entropy(*batch_args)
-                    penalty = lora_l2_penalty(model, anchor, penalty_reduction)
-                    loss = penalised_loss(token_share * ce, row_share * penalty, lam, r_b, only_above_min,
-                                          lambda_min, penalty_scale)
-                    extra = _baseline_term(kind, baseline, trainable_lora, reference, fisher,
-                                           None if kl is None else token_share * kl, frozen_rank)
-                    if extra is not None and kl is None:  # a term of the parameters alone: a row share
-                        extra = row_share * extra
-                    if extra is not None:
-                        loss = loss + extra
-                    value = float(loss.detach())
-                    if not _finite(value):
-                        raise SersError(f"training: loss is {value} at optimiser step {step_no}/{total_steps} "
-                                        f"(epoch {ep}); lower training.lr or check the data")
-                    loss.backward()
-                    done_micro += 1
-                    tokens += sum(len(examples[i][0]) + len(examples[i][1]) for i in idx)
-                    for k, v in (("loss", value), ("ce", token_share * float(ce.detach())),
-                                 ("penalty", row_share * float(penalty.detach())),
-                                 ("lambda_eff", row_share * coeff), ("replay_fraction", row_share * r_b),
-                                 ("baseline_term", 0.0 if extra is None else float(extra.detach()))):
-                        sums[k] += v
-                # the step's parameter-only regularisers (θ is fixed within a step, and the row shares sum to
-                # 1): λ_eff · penalty(θ) + the baseline's term; their gradient against the task loss's
-                reg = sums["lambda_eff"] * lora_l2_penalty(model, anchor, penalty_reduction) \
-                    if sums["lambda_eff"] > 0 else None
-                if kind in PARAMETER_TERMS:
-                    term = _baseline_term(kind, baseline, trainable_lora, reference, fisher, None, frozen_rank)
-                    reg = term if reg is None else reg + term
+                sums = step_forward.accumulate(step, step_no, len(plan.steps))  # loss.backward() per micro-batch
+                reg = _sum_terms(r.step_term(sums) for r in regularisers)
                 grad_split = regulariser_gradient_norms(params, reg) if reg is not None and reg.requires_grad else None
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
-                if not _finite(grad_norm):
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, float(clip)))
+                if not math.isfinite(grad_norm):
                     raise SersError(f"training: gradient norm is {grad_norm} at optimiser step "
-                                    f"{step_no}/{total_steps} (epoch {group[-1][0]}); lower training.lr")
+                                    f"{step_no}/{len(plan.steps)} (epoch {step[-1][0]}); lower training.lr")
                 current_lr = scheduler.get_last_lr()[0]
                 optimizer.step()
                 scheduler.step()
-                last = {"step": step_no, "epoch": round(done_micro / per_epoch, 4), **sums, "lr": current_lr,
-                        "grad_norm": grad_norm}
+                last = {"step": step_no, "epoch": round(step_forward.done_micro / plan.per_epoch, 4), **sums,
+                        "lr": current_lr, "grad_norm": grad_norm}
                 if grad_split is not None:
                     last["grad_norm_regulariser"], last["grad_norm_task"] = grad_split
                 log.write(json.dumps(last) + "\n")
                 log.flush()
         model.save_pretrained(str(tmp), safe_serialization=True, selected_adapters=["default"])
-        if blocks:
-            write_blocks(tmp, blocks, lora_r)
+        for reg in regularisers:
+            reg.save(tmp)
         (tmp / "README.md").unlink(missing_ok=True)  # peft's model card template: nothing of ours
         wall = time.time() - t0
-        summary = {"steps": total_steps, "micro_batches": len(micro), "final_loss": last.get("loss"),
-                   "final_ce": last.get("ce"), "tokens": tokens, "tokens_per_s": tokens / max(wall, 1e-9),
-                   "wall_s": wall, "rows": len(rows), "replay_rows": sum(replay)}
+        n_replay = sum(r.is_replay for r in data.rows)
+        summary = {"steps": len(plan.steps), "micro_batches": len(plan.micro), "final_loss": last.get("loss"),
+                   "final_ce": last.get("ce"), "tokens": step_forward.tokens,
+                   "tokens_per_s": step_forward.tokens / max(wall, 1e-9), "wall_s": wall, "rows": len(data.rows),
+                   "replay_rows": n_replay}
         (tmp / "train_config.json").write_text(json.dumps({**settings, "summary": summary}, indent=2) + "\n",
                                                encoding="utf-8")
     return summary
+
+
+class _StepForward:
+    """The forward and backward passes of one optimiser step's micro-batches, and the step's log sums."""
+
+    def __init__(self, model, pad_id: int, shared_prefix: bool, plan: "_Plan", regularisers, autocast_bf16: bool):
+        self.model, self.pad_id, self.shared_prefix, self.plan = model, pad_id, shared_prefix, plan
+        self.regularisers, self.autocast_bf16 = regularisers, autocast_bf16
+        self.distiller = next((r for r in regularisers if r.teacher), None)
+        self.done_micro = self.tokens = 0
+
+    def accumulate(self, step: list[tuple[int, list[int]]], step_no: int, n_steps: int) -> dict[str, float]:
+        """Backpropagate each micro-batch's loss; micro-batches add up to the step's one batch: the
+        cross-entropy (and LwF's KL) is a mean over the step's target tokens, a parameter-only term's weight
+        a mean over its rows."""
+        ex = self.plan.examples
+        sums = dict.fromkeys(LOG_KEYS, 0.0)
+        step_tokens = max(1, sum(len(ex[i][1]) for _, idx in step for i in idx))
+        step_rows = sum(len(idx) for _, idx in step)
+        for epoch, idx in step:
+            batch = MicroBatch(row_share=len(idx) / step_rows,
+                               token_share=sum(len(ex[i][1]) for i in idx) / step_tokens,
+                               replay_fraction=sum(self.plan.replay[i] for i in idx) / len(idx))
+            ce, kl = self._cross_entropy(idx)
+            batch.kl = None if kl is None else batch.token_share * kl
+            loss = batch.token_share * ce
+            for reg in self.regularisers:
+                term, values = reg.term(self.model, batch)
+                if term is not None:
+                    loss = loss + term
+                for k, v in values.items():
+                    sums[k] += v
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise SersError(f"training: loss is {value} at optimiser step {step_no}/{n_steps} "
+                                f"(epoch {epoch}); lower training.lr or check the data")
+            loss.backward()
+            self.done_micro += 1
+            self.tokens += sum(len(ex[i][0]) + len(ex[i][1]) for i in idx)
+            sums["loss"] += value
+            sums["ce"] += batch.token_share * float(ce.detach())
+            sums["replay_fraction"] += batch.row_share * batch.replay_fraction
+        return sums
+
+    def _cross_entropy(self, idx: list[int]):
+        """(mean target-token CE of the micro-batch, its mean KL to the teacher or None)."""
+        args = (self.model, [self.plan.examples[i] for i in idx], self.pad_id, self.shared_prefix,
+                [self.plan.instructions[i] for i in idx])
+        amp = torch.autocast("cuda", dtype=torch.bfloat16) if self.autocast_bf16 else contextlib.nullcontext()
+        with amp:
+            if self.distiller is not None:
+                ce, _, kl = target_cross_entropy(*args, teacher=self.distiller.teacher,
+                                                 temperature=self.distiller.temperature)
+                return ce, kl
+            return target_cross_entropy(*args)[0], None
+
+
+@dataclass
+class _Plan:
+    """The stage's encoded rows, its micro-batches and optimiser steps (all fixed before the loop)."""
+
+    examples: list
+    replay: list[bool]
+    instructions: list[str]   # each row's task instruction: the rows of one share a prefix in a forward
+    micro: list[tuple[int, list[int]]]
+    steps: list[list[tuple[int, list[int]]]]
+    per_epoch: int
+
+    def forwards(self, idx: list[int]) -> list[list[int]]:
+        """The rows of a micro-batch as the forwards that run them (one per task instruction)."""
+        return [[idx[j] for j in part] for part in group_rows([self.instructions[i] for i in idx])]
+
+
+def _plan(tokenizer, spec: StageSpec, data: DataMix) -> _Plan:
+    from .prompts import encode_example
+
+    s = spec.schedule
+    examples = [encode_example(tokenizer, r.full_prompt, r.output, data.prompt_format, data.max_prompt_tokens,
+                               data.max_target_tokens) for r in data.rows]
+    order_gen = torch.Generator().manual_seed(spec.seed)
+    per_epoch = math.ceil(len(data.rows) / s.batch_size)
+    total_micro = max(1, math.ceil(s.epochs * per_epoch))
+    micro: list[tuple[int, list[int]]] = []
+    epoch = 0
+    prompts = [p for p, _ in examples]
+    while len(micro) < total_micro:
+        micro += [(epoch, b) for b in epoch_batches(prompts, s.batch_size, order_gen, data.group_batches)]
+        epoch += 1
+    micro = micro[:total_micro]
+    steps = [micro[i:i + s.grad_accum] for i in range(0, len(micro), s.grad_accum)]
+    return _Plan(examples, [bool(r.is_replay) for r in data.rows],
+                 [split_instruction(r.full_prompt)[0] for r in data.rows], micro, steps, per_epoch)
+
+
+def _optimiser(params, schedule: Schedule, total_steps: int):
+    from transformers import get_cosine_schedule_with_warmup
+
+    optimizer = torch.optim.AdamW(params, lr=schedule.lr, weight_decay=0.0)
+    warmup_steps = int(round(schedule.warmup_ratio * total_steps))
+    return optimizer, get_cosine_schedule_with_warmup(optimizer, warmup_steps, total_steps)
+
+
+def _sum_terms(terms) -> torch.Tensor | None:
+    total = None
+    for t in terms:
+        if t is not None:
+            total = t if total is None else total + t
+    return total
+
+
+def _check(spec: StageSpec, data: DataMix, regularisers: Sequence[Regulariser]) -> None:
+    s = spec.schedule
+    if not data.rows:
+        raise SersError("training: no training rows")
+    if s.batch_size < 1 or s.grad_accum < 1:
+        raise SersError(f"training: batch_size and grad_accum must be ≥ 1 (got {s.batch_size}, {s.grad_accum})")
+    if not s.epochs > 0:
+        raise SersError(f"training: epochs must be > 0 (got {s.epochs})")
+    for reg in regularisers:
+        if isinstance(reg, Baseline) and not spec.prev_adapter:
+            raise SersError(f"training: the {reg.kind} baseline needs the previous stage's adapter")
+    if sum(isinstance(r, Baseline) for r in regularisers) > 1 or sum(bool(r.teacher) for r in regularisers) > 1:
+        raise SersError("training: at most one baseline per stage")
+
+
+def _settings(spec, data, regularisers, loaded, plan, shared_prefix, dev, model, layouts) -> dict:
+    """train_config.json: every setting the stage ran with."""
+    s, n_replay = spec.schedule, sum(plan.replay)
+    reg_settings: dict = {"baseline": None}
+    for reg in regularisers:
+        reg_settings.update(reg.settings())
+    return {
+        "model_path": str(spec.model_path), "prev_adapter": str(spec.prev_adapter) if spec.prev_adapter else None,
+        **reg_settings,
+        "lora_r": spec.lora.r, "lora_alpha": spec.lora.alpha, "lora_dropout": spec.lora.dropout,
+        "target_modules_requested": spec.lora.target_modules, "target_modules": loaded.targets,
+        **asdict(s), "warmup_steps": int(round(s.warmup_ratio * len(plan.steps))),
+        "total_steps": len(plan.steps), "micro_batches": len(plan.micro), "prompt_format": data.prompt_format,
+        "max_prompt_tokens": data.max_prompt_tokens, "max_target_tokens": data.max_target_tokens,
+        "shared_prefix": shared_prefix, "forward_layouts": dict(sorted(layouts.items())),
+        "gradient_checkpointing": spec.gradient_checkpointing, "seed": spec.seed, "device": str(dev),
+        "dtype": str(next(model.parameters()).dtype).replace("torch.", ""), "autocast_bf16": dev.type == "cuda",
+        "optimizer": "AdamW(weight_decay=0)", "schedule": "cosine with warmup", "group_batches": data.group_batches,
+        "batching": (f"seeded shuffle per epoch, chunks of batch_size*{GROUP_BATCHES} sorted by prompt, "
+                     "batches shuffled") if data.group_batches else "seeded shuffle per epoch",
+        "n_rows": len(data.rows), "n_replay_rows": n_replay, "n_new_rows": len(data.rows) - n_replay,
+        "data_notes": dict(data.notes),
+    }
 
 
 def estimate_fisher(model_path: str, adapter: str, rows: Sequence[TrainRow], out_path: str, *,
@@ -531,18 +436,17 @@ def estimate_fisher(model_path: str, adapter: str, rows: Sequence[TrainRow], out
 
     Writes `out_path` (safetensors, keyed like the trainable parameters of a stage that loads this
     adapter) and a json beside it (rows used, settings, Σ F per matrix); returns that json."""
-    from peft import PeftModel
     from safetensors.torch import save_file
 
     from .baselines import diagonal_fisher
-    from .models import load_model, load_tokenizer
+    from .models import load_tokenizer, load_with_adapter
     from .prompts import encode_example
 
     if not rows:
         raise SersError("training: the Fisher needs at least one row")
     t0 = time.time()
     tokenizer = load_tokenizer(model_path)
-    model = PeftModel.from_pretrained(load_model(model_path, device=device, dtype=dtype), adapter, is_trainable=True)
+    model = load_with_adapter(model_path, adapter, trainable=True, device=device, dtype=dtype)
     model.eval()
     params = lora_parameters(model)
     examples = [encode_example(tokenizer, r.full_prompt, r.output, prompt_format, max_prompt_tokens,

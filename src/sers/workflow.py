@@ -36,7 +36,8 @@ def load_base(model: dict):
 
 def load_adapted(model: dict, adapter_dir: str):
     """(θt, tokenizer): θ0 with a stage's LoRA adapter (named "default"); θ0 is θt with it disabled."""
-    from peft import PeftModel
+    from .models import load_tokenizer, load_with_adapter
 
-    base, tok = load_base(model)
-    return PeftModel.from_pretrained(base, adapter_dir, is_trainable=False).eval(), tok
+    tok = load_tokenizer(model["path"], model["trust_remote_code"])
+    return load_with_adapter(model["path"], adapter_dir, device=model["device"], dtype=model["dtype"],
+                             trust_remote_code=model["trust_remote_code"]), tok

@@ -3,7 +3,7 @@ evaluated on: the model is loaded once; each task's rows are scored by `score_ev
 from sers.data import read_rows
 from sers.errors import SersError
 from sers.evaluation import eval_sample, predict_rows, sample_digest
-from sers.generation import resolve_shared_prefix
+from sers.forward import resolve_shared_prefix
 from sers.io import write_jsonl
 from sers.workflow import load_adapted, load_base, script_context
 

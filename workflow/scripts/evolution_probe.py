@@ -5,7 +5,7 @@ import random
 
 from sers.data import read_rows
 from sers.evolution import EvolutionSettings, probe_against_references
-from sers.generation import resolve_shared_prefix
+from sers.forward import resolve_shared_prefix
 from sers.io import write_json
 from sers.workflow import load_adapted, script_context
 

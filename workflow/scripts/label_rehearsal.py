@@ -2,7 +2,7 @@
 import dataclasses
 
 from sers.evolution import EvolutionSettings, label_rows, rehearsal_summary
-from sers.generation import resolve_shared_prefix
+from sers.forward import resolve_shared_prefix
 from sers.io import read_jsonl, write_json, write_jsonl
 from sers.workflow import load_adapted, script_context
 

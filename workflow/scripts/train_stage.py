@@ -1,7 +1,8 @@
 """Train one stage's LoRA adapter (or the multi-task model) on task rows plus rehearsal rows."""
 from sers.io import read_json
+from sers.regularisers import stage_regularisers
 from sers.rehearsal import rehearsal_rows, task_rows
-from sers.training import TrainRow, train_stage
+from sers.training import DataMix, TrainRow, stage_spec, train_stage
 from sers.workflow import script_context
 
 with script_context(snakemake.log[0]) as log:
@@ -25,21 +26,13 @@ with script_context(snakemake.log[0]) as log:
                     replay.empty_labels)
     rows += [TrainRow(r["full_prompt"], r["output"], True) for r in replay.rows]
     lam = read_json(similarity[0])["lambda"] if similarity else 0.0
-    baseline = p.baseline if snakemake.rule == "train_stage" else None
+    stage = snakemake.rule == "train_stage"  # a later stage of a method (its penalty shape, its baseline)
+    baseline = p.baseline if stage else None
     if baseline and baseline["kind"] == "ewc":  # the previous task's Fisher (the `fisher` rule)
         baseline = {**baseline, "fisher": inputs.fisher[0]}
-    summary = train_stage(
-        m["path"], snakemake.output.adapter, rows, prev_adapter=previous, lam=lam,
-        lambda_min=p.similarity["lambda_min"], only_above_min=p.similarity["only_above_min"],
-        lora_r=t["lora_r"], lora_alpha=t["lora_alpha"], lora_dropout=t["lora_dropout"],
-        target_modules=t["target_modules"], lr=t["lr"], epochs=t["epochs"], batch_size=t["batch_size"],
-        grad_accum=t["grad_accum"], max_grad_norm=t["max_grad_norm"], warmup_ratio=t["warmup_ratio"],
-        prompt_format=m["prompt_format"], max_prompt_tokens=m["max_prompt_tokens"],
-        max_target_tokens=t["max_target_tokens"], shared_prefix=t["shared_prefix"],
-        gradient_checkpointing=t["gradient_checkpointing"], seed=p.seed,
-        device=m["device"], dtype=m["dtype"],
-        data_notes={"n_rehearsal_empty_labels": replay.n_empty, "rehearsal_empty_labels": replay.empty_labels},
-        **({"penalty_anchor": p.penalty["anchor"], "penalty_reduction": p.penalty["reduction"],
-            "penalty_scale": p.penalty["scale"], "baseline": baseline} if snakemake.rule == "train_stage" else {}),
-    )
+    spec = stage_spec(m, t, previous, p.seed)
+    data = DataMix(rows, m["prompt_format"], m["max_prompt_tokens"], t["max_target_tokens"],
+                   notes={"n_rehearsal_empty_labels": replay.n_empty, "rehearsal_empty_labels": replay.empty_labels})
+    regularisers = stage_regularisers(lam, p.similarity, p.penalty if stage else None, baseline)
+    summary = train_stage(spec, data, snakemake.output.adapter, regularisers)
     log.info("trained on %d rows (%d replay), lambda %.4f: %s", len(rows), sum(r.is_replay for r in rows), lam, summary)

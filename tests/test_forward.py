@@ -1,5 +1,5 @@
 """The packed shared-prefix layout: same loss and gradients as the plain and two-pass layouts, and
-the cost rule that picks a layout per batch (`sers.prefix_packing`)."""
+the cost rule that picks a layout per batch (`sers.forward`)."""
 from __future__ import annotations
 
 import os
@@ -10,9 +10,10 @@ os.environ.setdefault("SERS_NO_PROGRESS", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from sers import prefix_packing  # noqa: E402
-from sers.prefix_packing import PACKED_FLOP_MARGIN, LayerCost, choose_layout, layout_costs, packs  # noqa: E402
-from sers.training import _target_logits, lora_parameters, target_cross_entropy  # noqa: E402
+from sers import forward  # noqa: E402
+from sers.forward import PACKED_FLOP_MARGIN, LayerCost, choose_layout, layout_costs, packs, target_logits  # noqa: E402
+from sers.regularisers import lora_parameters  # noqa: E402
+from sers.training import target_cross_entropy  # noqa: E402
 
 from _tiny import randomise_lora, sample_rows, tiny_model_dir  # noqa: E402,F401
 
@@ -80,7 +81,7 @@ def test_rows_split_over_several_packs_give_the_same_loss(tiny_model_dir, exampl
     forwards = []
     model.get_base_model().model.register_forward_hook(lambda *_: forwards.append(1))
     seqs = [p + t for p, t in rows]
-    monkeypatch.setattr(prefix_packing, "MAX_PACK_TOKENS", max(map(len, seqs)) + 40)  # about two rows a pack
+    monkeypatch.setattr(forward, "MAX_PACK_TOKENS", max(map(len, seqs)) + 40)  # about two rows a pack
     assert_same(loss_and_grads(model, pad_id, rows, "packed"), plain)
     assert 3 <= len(forwards) <= len(rows)  # one forward per pack, each repeating the prefix
 
@@ -101,12 +102,12 @@ def test_packed_layout_with_gradient_checkpointing_and_a_teacher_adapter(tiny_mo
     randomise_lora(model, std=0.1, seed=5)  # both adapters random, and different from each other
     model.eval()
     with torch.no_grad():
-        ref_logits, ref_labels = _target_logits(model, rows, pad_id, True, adapter="teacher", layout="plain")
+        ref_logits, ref_labels = target_logits(model, rows, pad_id, True, adapter="teacher", layout="plain")
         for layout in ("two_pass", "packed"):
-            logits, labels = _target_logits(model, rows, pad_id, True, adapter="teacher", layout=layout)
+            logits, labels = target_logits(model, rows, pad_id, True, adapter="teacher", layout=layout)
             assert torch.equal(labels, ref_labels)
             torch.testing.assert_close(logits, ref_logits, atol=1e-5, rtol=1e-4)
-        own, _ = _target_logits(model, rows, pad_id, True, layout="packed")
+        own, _ = target_logits(model, rows, pad_id, True, layout="packed")
     assert not torch.allclose(own, ref_logits)  # the teacher really is another adapter
 
 
@@ -165,7 +166,7 @@ def test_layout_costs_by_hand():
 
 
 def test_pack_mask_by_hand_and_on_the_segments_device():
-    from sers.prefix_packing import _pack_mask
+    from sers.forward import _pack_mask
 
     segments = torch.tensor([0, 0, 1, 1, 2])  # a 2-token prefix, a 2-token suffix, a 1-token suffix
     expected = torch.tensor([[1, 0, 0, 0, 0],
