@@ -1,7 +1,7 @@
 """The training stage (`sers.training.train_stage` with `sers.regularisers`) against golden outputs.
 
 tests/golden/stage_equivalence/ holds what the stage code wrote before it was rebuilt from parts
-(commit 3d3e0e1's train_stage, 31 keyword arguments): each case's adapter weights, its loss.jsonl and
+(commit 8854f84's train_stage, 31 keyword arguments): each case's adapter weights, its loss.jsonl and
 the EWC Fisher, on the tiny model, one thread. The rebuilt stage must reproduce them: on this machine
 they are byte-identical; the test allows float tolerance (rtol 1e-5, atol 1e-7) so that another CPU's
 kernels do not fail it. Cases: a first stage; SERS's penalty (λ 0.3, fractional epochs, gradient
