@@ -7,7 +7,7 @@ they are byte-identical; the test allows float tolerance (rtol 1e-5, atol 1e-7) 
 kernels do not fail it. Cases: a first stage; SERS's penalty (λ 0.3, fractional epochs, gradient
 accumulation); its research variant (anchored at the previous adapter, summed, scaled, only above
 λmin, grouped batches, no shared prefix, gradient checkpointing); EWC, L2, LwF; O-LoRA over two and
-three blocks.
+three blocks; LoRA dropout 0.1 (a first stage, the penalty, LwF), whose draws follow the loading order.
 
 Regenerate only when a behaviour change is intended: `.venv/bin/python tests/test_stage_equivalence.py DIR`
 writes the current outputs to DIR to compare or copy over.
@@ -45,7 +45,7 @@ def run_cases(model: str, work: Path) -> dict[str, Path]:
     stage2 = rows("qa", 8) + rows("sa", 4, replay=True)
     lora = LoraShape(F["lora_r"], F["lora_alpha"], F["lora_dropout"], F["target_modules"])
 
-    def run(name, data_rows, prev, regularisers=None, schedule=None, group_batches=False, **spec):
+    def run(name, data_rows, prev, regularisers=None, schedule=None, group_batches=False, lora=lora, **spec):
         spec = {"shared_prefix": F["shared_prefix"], "seed": F["seed"], "device": F["device"], "dtype": F["dtype"],
                 **spec}
         schedule = Schedule(F["lr"], F["epochs"], F["batch_size"], F["grad_accum"], F["max_grad_norm"],
@@ -75,6 +75,12 @@ def run_cases(model: str, work: Path) -> dict[str, Path]:
     }
     cases["olora3"] = run("olora3", rows("sum", 8), cases["olora"],
                           base({**olora, "orthogonal_matrix": "lora_B", "form": "squared"}))
+    # LoRA dropout draws from the global generator: the loading order (LwF's teacher included) must not move
+    dropout = LoraShape(F["lora_r"], F["lora_alpha"], 0.1, F["target_modules"])
+    cases["dropout1"] = run("dropout1", rows("sa", 8), None, lora=dropout)
+    cases["dropout2"] = run("dropout2", stage2, cases["dropout1"], [penalty], lora=dropout)
+    cases["dropout_lwf"] = run("dropout_lwf", stage2, cases["dropout1"],
+                               base({"kind": "lwf", "lambda": 1.0, "temperature": 2.0}), lora=dropout)
     return cases
 
 
