@@ -1,15 +1,16 @@
 # Evaluation of every stage's model on the eval split of the tasks seen so far (all tasks with
 # eval.all_tasks), θ0 on every task (eval.base, the FWT baseline), and the metrics per method.
-# One `evaluate` job per model (one model load) generates for all its tasks; `score_eval` (ROUGE-L
-# of a few hundred rows) writes each task's per-row predictions and summary. On a cluster a model's
-# `evaluate` and its `score_eval` jobs are one group: one SLURM job, one queue wait.
+# One `evaluate` job per model (one model load) generates for all its tasks; one `score_eval` job per
+# model (ROUGE-L of a few hundred rows per task) writes its eval/ folder: each task's per-row predictions
+# ({task}.jsonl) and summary ({task}.json). Scoring is a rule of its own and generation does not read the
+# scorer's settings, so a scorer change (eval.rouge) or changed references rescore without regenerating.
+# On a cluster a model's `evaluate` and `score_eval` jobs are one group: one SLURM job, one queue wait.
 # {modeldir} is "base", "mtl/stage1-all", "{order}/stage1-{task}" (the shared first stage) or
 # "{order}/{method}/stage{t}-{task}".
 
 
 wildcard_constraints:
     modeldir=r"base|mtl/stage1-all|[A-Za-z0-9][A-Za-z0-9_.-]*/([a-z][a-z0-9-]*/)?stage\d+-[A-Za-z0-9][A-Za-z0-9_.-]*",
-    evaltask=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
 
 
 rule evaluate:
@@ -44,19 +45,19 @@ rule evaluate:
 rule score_eval:
     input:
         generations=f"{RUN}/{{modeldir}}/eval_generations.jsonl",
-        eval=lambda wc: data_file(config, wc.evaltask, "eval"),
+        eval=lambda wc: [data_file(config, t, "eval") for t in model_eval_tasks(wc.modeldir)],
     output:
-        predictions=f"{RUN}/{{modeldir}}/eval/{{evaltask}}.jsonl",
-        summary=f"{RUN}/{{modeldir}}/eval/{{evaltask}}.json",
+        scores=directory(f"{RUN}/{{modeldir}}/eval"),
     log:
-        f"{RUN}/logs/score/{{modeldir}}/{{evaltask}}.log",
+        f"{RUN}/logs/score/{{modeldir}}.log",
     group:
         "evaluation"
     resources:
         **cpu_resources(mem_mb=2000, runtime=10),
     params:
+        tasks=lambda wc: model_eval_tasks(wc.modeldir),
+        seeds=lambda wc: {t: eval_seed(t) for t in model_eval_tasks(wc.modeldir)},
         max_rows=config["eval"]["max_rows"],
-        seed=lambda wc: eval_seed(wc.evaltask),
         rouge=config["eval"]["rouge"],
         max_line_bytes=config["data"]["max_line_bytes"],
     script:
@@ -65,8 +66,7 @@ rule score_eval:
 
 rule metrics:
     input:
-        summaries=lambda wc: eval_summaries(wc.order, wc.method),
-        predictions=lambda wc: eval_predictions(wc.order, wc.method),
+        evaluations=lambda wc: eval_dirs(wc.order, wc.method),
     output:
         metrics=f"{RUN}/{{order}}/{{method}}/metrics.json",
         matrix=f"{RUN}/{{order}}/{{method}}/matrix.csv",
@@ -75,6 +75,9 @@ rule metrics:
     resources:
         **cpu_resources(mem_mb=2000, runtime=10),
     params:
+        # the files in those folders, stage by stage (eval_summaries)
+        summaries=lambda wc: eval_summaries(wc.order, wc.method),
+        predictions=lambda wc: eval_predictions(wc.order, wc.method),
         order=lambda wc: ORDERS[wc.order],
         need_all=config["eval"]["all_tasks"],
         need_base=config["eval"]["base"],

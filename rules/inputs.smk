@@ -61,10 +61,11 @@ def evaluated_adapter(wc):
 
 
 def summary_inputs(wildcards):
-    runs = comparison_runs()
+    """The metrics, and the eval/ folders of the per-row predictions that the comparisons read
+    (their files are the `runs` parameter: comparison_runs)."""
     return {
         "metrics": metrics_targets(),
-        "predictions": sorted({f for by_method in runs.values() for files in by_method.values() for f in files}),
+        "evaluations": sorted({d for o in ORDERS for m in config["methods"] for d in eval_dirs(o, m)}),
         "matrices": [f"{RUN}/{o}/{m}/matrix.csv" for o in ORDERS for m in config["methods"]],
     }
 

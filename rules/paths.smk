@@ -35,6 +35,11 @@ def model_dir_of(order, method, stage):
 
 
 # ---- evaluation (METHOD.md §7) ----
+def eval_dirs(order, method):
+    """The eval/ folders (one `score_eval` job each) that hold `eval_summaries(order, method)`."""
+    return list(dict.fromkeys(os.path.dirname(path) for path in eval_summaries(order, method)))
+
+
 def eval_summaries(order, method):
     """Every evaluation summary the metrics of (order, method) need."""
     tasks = ORDERS[order]

@@ -87,16 +87,25 @@ def _planned_with_eval_file(tiny_run, task, edit):
 
 
 def test_one_evaluation_job_per_model_and_a_changed_reference_rescores_only(tiny_run):
-    """References changed: every model scoring `pe` rescores it, nothing regenerates. Prompts changed: the
-    models that answer `pe` regenerate (their prompt digest changed), then rescore."""
+    """References changed: every model scoring `pe` rescores (one job per model, all its tasks), nothing
+    regenerates. Prompts changed: the models that answer `pe` regenerate (their prompt digest changed),
+    then rescore."""
     references = _planned_with_eval_file(tiny_run, "pe", lambda r: {**r, "output": r["output"] + " ."})
     assert {r for r, _ in references} <= {"score_eval", "metrics", "summarize_methods", "plots", "all"}
-    rescored = {(w["modeldir"], w["evaltask"]) for r, w in references if r == "score_eval"}
-    assert rescored and {t for _, t in rescored} == {"pe"}
+    rescored = [w["modeldir"] for r, w in references if r == "score_eval"]
+    # every model is scored on pe (eval.all_tasks): θ0, mtl, the shared stage 1 and every stage-2 model
+    on_pe = {"base", "mtl/stage1-all", "order1/stage1-sa"} | {f"order1/{m}/stage2-pe" for m in TINY_METHODS
+                                                               if m != "mtl"}
+    assert len(rescored) == len(set(rescored)) and set(rescored) == on_pe
     prompts = _planned_with_eval_file(tiny_run, "pe", lambda r: {**r, "full_prompt": r["full_prompt"] + " ?"})
     regenerated = [w["modeldir"] for r, w in prompts if r == "evaluate"]
-    assert len(regenerated) == len(set(regenerated)) == len({m for m, _ in rescored})  # one job per model
-    assert {t for r, w in prompts if r == "score_eval" for t in [w["evaltask"]]} == {"sa", "pe"}
+    assert len(regenerated) == len(set(regenerated)) and set(regenerated) == set(rescored)  # one job per model
+    assert sorted(w["modeldir"] for r, w in prompts if r == "score_eval") == sorted(rescored)
+    # a scorer change rescores every model and regenerates none
+    tiny_run.write_config("rouge.yaml", {"eval": {"rouge": "reference"}})
+    scorer = tiny_run.planned_jobs("--configfile", "config/tiny.yaml", "rouge.yaml")
+    assert {r for r, _ in scorer} <= {"score_eval", "metrics", "summarize_methods", "plots", "all"}
+    assert sorted(w["modeldir"] for r, w in scorer if r == "score_eval") == sorted(on_pe)
 
 
 def _planned_after_removing(tiny_run, relative):
@@ -246,3 +255,4 @@ def test_a_changed_baseline_key_reruns_that_method_only(tiny_run):
     assert planned({"ewc": {"fisher_rows": 5}}) == ([("evaluate", "order1/ewc/stage2-pe")]
                                                     + [("fisher", "ewc"), ("train_stage", "ewc")])
     assert planned({"ewc": {"lambda": 1.0}}) == [("evaluate", "order1/ewc/stage2-pe")] + [("train_stage", "ewc")]
+

@@ -12,12 +12,13 @@ import pytest
 from conftest import LOCAL_RUN, SNAKEMAKE, Workflow
 
 TINY = ("--configfile", "config/tiny.yaml")
-# a pseudo set, a labelled rehearsal set, and one score of a second-stage model: every GPU step but the
+# a pseudo set, a labelled rehearsal set, and the scores of a second-stage model: every GPU step but the
 # similarity, without the other models' evaluations
 KILL_TARGETS = ("results/tiny/pseudo/mask/sa/selected.jsonl", "results/tiny/order1/sers/stage1-sa/rehearsal.jsonl",
-                "results/tiny/order1/seq/stage2-pe/eval/pe.json")
-COMPARED = KILL_TARGETS + ("results/tiny/order1/seq/stage2-pe/eval/pe.jsonl",
-                           "results/tiny/order1/seq/stage2-pe/adapter/adapter_model.safetensors")
+                "results/tiny/order1/seq/stage2-pe/eval")
+COMPARED = KILL_TARGETS[:2] + ("results/tiny/order1/seq/stage2-pe/eval/pe.json",
+                               "results/tiny/order1/seq/stage2-pe/eval/pe.jsonl",
+                               "results/tiny/order1/seq/stage2-pe/adapter/adapter_model.safetensors")
 
 
 def start(wf: Workflow, *args: str) -> subprocess.Popen:

@@ -64,7 +64,7 @@ class WorkflowCase:
 
 
 PIPELINE_GPU_RULES = GPU_RULES - {"train_mtl", "fisher"}  # the tiny pipeline has no mtl and no ewc
-# What SLURM runs: a group ("evaluation": a model's `evaluate` + its `score_eval` jobs; "pseudo_chain":
+# What SLURM runs: a group ("evaluation": a model's `evaluate` + its `score_eval` job; "pseudo_chain":
 # one task's filter → embed → select) is one SLURM job, named after the group; `metrics` is local.
 PIPELINE_GROUPS = {"evaluation", "pseudo_chain"}
 PIPELINE_GPU_JOBS = PIPELINE_GPU_RULES - {"evaluate"} | {"evaluation"}

@@ -9,7 +9,7 @@ from sers.workflow import script_context
 with script_context(snakemake.log[0]) as log:
     p, wc = snakemake.params, snakemake.wildcards
     summaries = []
-    for path in snakemake.input.summaries:
+    for path in p.summaries:  # in the input's eval/ folders
         s = read_json(path)
         # θ0 is shared by every method: label its rows as this run's stage 0
         summaries.append({**s, "order": wc.order, "method": wc.method, "path": path})
@@ -21,7 +21,7 @@ with script_context(snakemake.log[0]) as log:
         metrics = compute_metrics(summaries, p.order)
         matrix = score_matrix(summaries, p.order)
         # every stage scores the same eval rows: BWT's SE from the per-row differences a[n][i] − a[i][i]
-        cells = [(s, read_jsonl(pred)) for s, pred in zip(summaries, snakemake.input.predictions) if s["stage"] > 0]
+        cells = [(s, read_jsonl(pred)) for s, pred in zip(summaries, p.predictions) if s["stage"] > 0]
         metrics["bwt_se_independent"] = metrics["bwt_se"]
         metrics["bwt_se"] = paired_bwt_se(run_scores(cells, p.order))
     write_table_csv(matrix, snakemake.output.matrix, index=True)
