@@ -41,6 +41,7 @@ localrules:
     metrics,
     real_rehearsal,
     real_pool,
+    resource_usage,
 
 
 rule all:

@@ -24,6 +24,8 @@ rule evaluate:
         generations=f"{RUN}/{{modeldir}}/eval_generations.jsonl",
     log:
         f"{RUN}/logs/evaluate/{{modeldir}}.log",
+    benchmark:
+        f"{BENCHMARKS}/evaluate/{{modeldir}}.tsv"
     group:
         "evaluation"
     threads: 8
@@ -50,6 +52,8 @@ rule score_eval:
         scores=directory(f"{RUN}/{{modeldir}}/eval"),
     log:
         f"{RUN}/logs/score/{{modeldir}}.log",
+    benchmark:
+        f"{BENCHMARKS}/score_eval/{{modeldir}}.tsv"
     group:
         "evaluation"
     resources:
@@ -72,6 +76,8 @@ rule metrics:
         matrix=f"{RUN}/{{order}}/{{method}}/matrix.csv",
     log:
         f"{RUN}/logs/metrics/{{order}}-{{method}}.log",
+    benchmark:
+        f"{BENCHMARKS}/metrics/{{order}}/{{method}}.tsv"
     resources:
         **cpu_resources(mem_mb=2000, runtime=10),
     params:

@@ -7,6 +7,8 @@ rule convert_gguf_model:
         directory(f"{config['model']['cache_dir']}/{config['model']['gguf_package']}"),
     log:
         f"{RUN}/logs/convert_gguf_model.log",
+    benchmark:
+        f"{BENCHMARKS}/convert_gguf_model.tsv"
     threads: 2
     resources:
         **cpu_resources(mem_mb=4000, runtime=30),
@@ -23,6 +25,8 @@ rule build_tiny_model:
         directory(f"{config['model']['cache_dir']}/tiny-llama"),
     log:
         f"{RUN}/logs/build_tiny_model.log",
+    benchmark:
+        f"{BENCHMARKS}/build_tiny_model.tsv"
     resources:
         **cpu_resources(mem_mb=2000, runtime=10),
     params:

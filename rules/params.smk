@@ -12,7 +12,8 @@ from sers.config import (
 from sers.data import read_rows
 from sers.errors import SersError
 from sers.evaluation import eval_sample, sample_digest
-from sers.methods import BASELINE_METHODS, NO_EVOLUTION_METHODS, PENALTY_VARIANTS
+from sers.config import load_schema
+from sers.methods import BASELINE_METHODS, KMEANS_REPLAY_METHODS, NO_EVOLUTION_METHODS, PENALTY_VARIANTS
 from sers.seeding import derive_seed
 
 
@@ -71,3 +72,22 @@ def eval_digest(task):
     except SersError as error:
         raise WorkflowError(str(error)) from None
     return sample_digest(eval_sample(rows, config["eval"]["max_rows"], eval_seed(task)))
+
+
+# ---- the resource tables (rule resource_usage) ----
+def usage_methods():
+    """The method names a resource record is attributed by: the configured ones first (the table's order),
+    then every other method (records a removed method left in the run folder are still its own)."""
+    known = load_schema()["properties"]["methods"]["items"]["enum"]
+    return list(config["methods"]) + [m for m in known if m not in config["methods"]]
+
+
+def usage_rule_methods():
+    """Rules whose every job serves one method, though their records' paths name none."""
+    (kmeans,) = KMEANS_REPLAY_METHODS
+    return {"real_rehearsal": "replay", **{r: kmeans for r in ("real_pool", "embed_real", "select_real")}}
+
+
+def gpu_rules():
+    """The rules that ask for a GPU (rules/resources.smk's gpu_resources): their wall time is GPU time."""
+    return sorted(r.name for r in workflow.rules if "gpu" in r.resources)

@@ -3,6 +3,8 @@
 import os
 
 PSEUDO = f"{RUN}/pseudo"
+# every job's resource record (`benchmark:`): BENCHMARKS/<rule>/<the job's artifact path>.tsv, read by sers.usage
+BENCHMARKS = f"{RUN}/benchmarks"
 # continual-learning stages (METHOD.md §4–6): a rule's output pattern
 STAGE_DIR = f"{RUN}/{{order}}/{{method}}/stage{{stage}}-{{task}}"
 

@@ -13,6 +13,8 @@ rule synthesize:
         raw=f"{PSEUDO}/{{kind}}/{{task}}/raw.jsonl",
     log:
         f"{RUN}/logs/synthesize/{{kind}}-{{task}}.log",
+    benchmark:
+        f"{BENCHMARKS}/synthesize/pseudo/{{kind}}/{{task}}.tsv"
     threads: 8
     resources:
         **gpu_resources(mem_mb=32000, runtime=240),
@@ -36,6 +38,8 @@ rule filter_pseudo:
         summary=f"{PSEUDO}/{{kind}}/{{task}}/filter_summary.json",
     log:
         f"{RUN}/logs/filter/{{kind}}-{{task}}.log",
+    benchmark:
+        f"{BENCHMARKS}/filter_pseudo/pseudo/{{kind}}/{{task}}.tsv"
     group:
         "pseudo_chain"
     resources:
@@ -55,6 +59,8 @@ rule embed_pseudo:
         embeddings=f"{PSEUDO}/{{kind}}/{{task}}/embeddings.npy",
     log:
         f"{RUN}/logs/embed/{{kind}}-{{task}}.log",
+    benchmark:
+        f"{BENCHMARKS}/embed_pseudo/pseudo/{{kind}}/{{task}}.tsv"
     group:
         "pseudo_chain"
     threads: 4
@@ -76,6 +82,8 @@ rule select_pseudo:
         summary=f"{PSEUDO}/{{kind}}/{{task}}/selection.json",
     log:
         f"{RUN}/logs/select/{{kind}}-{{task}}.log",
+    benchmark:
+        f"{BENCHMARKS}/select_pseudo/pseudo/{{kind}}/{{task}}.tsv"
     group:
         "pseudo_chain"
     resources:

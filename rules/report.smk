@@ -11,6 +11,8 @@ rule summarize_methods:
         comparisons=f"{RUN}/summary/comparisons.json",
     log:
         f"{RUN}/logs/summarize_methods.log",
+    benchmark:
+        f"{BENCHMARKS}/summarize_methods.tsv"
     resources:
         **cpu_resources(mem_mb=2000, runtime=10),
     params:
@@ -54,6 +56,8 @@ rule plots:
         done=touch(f"{RUN}/summary/plots.done"),
     log:
         f"{RUN}/logs/plots.log",
+    benchmark:
+        f"{BENCHMARKS}/plots.tsv"
     params:
         orders=ORDERS,
         methods=config["methods"],
@@ -72,9 +76,36 @@ rule export_llamafactory:
         dataset_info=f"{RUN}/export/dataset_info.json",
     log:
         f"{RUN}/logs/export_llamafactory.log",
+    benchmark:
+        f"{BENCHMARKS}/export_llamafactory.tsv"
     resources:
         **cpu_resources(mem_mb=2000, runtime=10),
     params:
         names=list(rehearsal_exports()),
     script:
         "../workflow/scripts/export_llamafactory.py"
+
+
+# Where the run's time and memory went: every job's record (its `benchmark:` file under BENCHMARKS) per
+# rule and per method (docs/resources.md). It comes last (its inputs are every other artifact), so every
+# record exists; it keeps no record of its own, which would be the previous run's.
+rule resource_usage:
+    input:
+        run_targets(),
+    output:
+        by_rule=report(f"{RUN}/summary/resources_by_rule.csv", category="Resources", caption="../report/resources.rst"),
+        by_method=report(
+            f"{RUN}/summary/resources_by_method.csv", category="Resources", caption="../report/resources.rst"
+        ),
+        markdown=f"{RUN}/summary/resources.md",
+    log:
+        f"{RUN}/logs/resource_usage.log",
+    resources:
+        **cpu_resources(mem_mb=2000, runtime=10),
+    params:
+        records=BENCHMARKS,
+        methods=usage_methods(),
+        rule_methods=usage_rule_methods(),
+        gpu_rules=lambda wc: gpu_rules(),
+    script:
+        "../workflow/scripts/resource_usage.py"

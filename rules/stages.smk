@@ -11,6 +11,8 @@ rule real_rehearsal:
         rehearsal=f"{RUN}/real/{{task}}/rehearsal.jsonl",
     log:
         f"{RUN}/logs/real_rehearsal/{{task}}.log",
+    benchmark:
+        f"{BENCHMARKS}/real_rehearsal/real/{{task}}.tsv"
     resources:
         **cpu_resources(mem_mb=2000, runtime=10),
     params:
@@ -28,6 +30,8 @@ rule real_pool:
         pool=f"{RUN}/real-kmeans/{{task}}/pool.jsonl",
     log:
         f"{RUN}/logs/real_pool/{{task}}.log",
+    benchmark:
+        f"{BENCHMARKS}/real_pool/real-kmeans/{{task}}.tsv"
     resources:
         **cpu_resources(mem_mb=2000, runtime=10),
     params:
@@ -47,6 +51,8 @@ rule embed_real:
         embeddings=f"{RUN}/real-kmeans/{{task}}/embeddings.npy",
     log:
         f"{RUN}/logs/embed_real/{{task}}.log",
+    benchmark:
+        f"{BENCHMARKS}/embed_real/real-kmeans/{{task}}.tsv"
     group:
         "real_chain"
     threads: 4
@@ -68,6 +74,8 @@ rule select_real:
         summary=f"{RUN}/real-kmeans/{{task}}/selection.json",
     log:
         f"{RUN}/logs/select_real/{{task}}.log",
+    benchmark:
+        f"{BENCHMARKS}/select_real/real-kmeans/{{task}}.tsv"
     group:
         "real_chain"
     resources:
@@ -91,6 +99,8 @@ rule task_similarity:
         similarity=f"{STAGE_DIR}/similarity.json",
     log:
         f"{RUN}/logs/similarity/{{order}}-{{method}}-stage{{stage}}-{{task}}.log",
+    benchmark:
+        f"{BENCHMARKS}/task_similarity/{{order}}/{{method}}/stage{{stage}}-{{task}}.tsv"
     threads: 8
     resources:
         **gpu_resources(mem_mb=32000, runtime=60),
@@ -114,6 +124,8 @@ rule train_first_stage:
         adapter=directory(f"{RUN}/{{order}}/stage1-{{task}}/adapter"),
     log:
         f"{RUN}/logs/train/{{order}}-stage1-{{task}}.log",
+    benchmark:
+        f"{BENCHMARKS}/train_first_stage/{{order}}/stage1-{{task}}.tsv"
     threads: 8
     resources:
         **gpu_resources(mem_mb=64000, runtime=720),
@@ -141,6 +153,8 @@ rule train_stage:
         adapter=directory(f"{STAGE_DIR}/adapter"),
     log:
         f"{RUN}/logs/train/{{order}}-{{method}}-stage{{stage}}-{{task}}.log",
+    benchmark:
+        f"{BENCHMARKS}/train_stage/{{order}}/{{method}}/stage{{stage}}-{{task}}.tsv"
     wildcard_constraints:
         stage=r"[2-9]|[1-9]\d+",
     threads: 8
@@ -172,6 +186,8 @@ rule fisher:
         summary=f"{STAGE_DIR}/fisher.json",
     log:
         f"{RUN}/logs/fisher/{{order}}-{{method}}-stage{{stage}}-{{task}}.log",
+    benchmark:
+        f"{BENCHMARKS}/fisher/{{order}}/{{method}}/stage{{stage}}-{{task}}.tsv"
     threads: 8
     resources:
         **gpu_resources(mem_mb=32000, runtime=120),
@@ -197,6 +213,8 @@ rule label_rehearsal:
         summary=f"{STAGE_DIR}/rehearsal_summary.json",
     log:
         f"{RUN}/logs/label/{{order}}-{{method}}-stage{{stage}}-{{task}}.log",
+    benchmark:
+        f"{BENCHMARKS}/label_rehearsal/{{order}}/{{method}}/stage{{stage}}-{{task}}.tsv"
     threads: 8
     resources:
         **gpu_resources(mem_mb=32000, runtime=240),
@@ -221,6 +239,8 @@ rule evolution_probe:
         probe=f"{STAGE_DIR}/evolution_probe.json",
     log:
         f"{RUN}/logs/evolution_probe/{{order}}-{{method}}-stage{{stage}}-{{task}}.log",
+    benchmark:
+        f"{BENCHMARKS}/evolution_probe/{{order}}/{{method}}/stage{{stage}}-{{task}}.tsv"
     threads: 8
     resources:
         **gpu_resources(mem_mb=32000, runtime=120),
@@ -243,6 +263,8 @@ rule train_mtl:
         adapter=directory(f"{RUN}/mtl/stage1-all/adapter"),
     log:
         f"{RUN}/logs/train/mtl.log",
+    benchmark:
+        f"{BENCHMARKS}/train_mtl/mtl/stage1-all.tsv"
     threads: 8
     resources:
         **gpu_resources(mem_mb=64000, runtime=1440),

@@ -49,5 +49,10 @@ def report_targets():
     return [f"{RUN}/summary/methods.md", f"{RUN}/summary/plots.done", f"{RUN}/export/dataset_info.json"]
 
 
-def all_targets():
+def run_targets():
+    """Every artifact of the run but the resource tables (which are made from the records of all of them)."""
     return pseudo_targets() + stage_targets() + metrics_targets() + report_targets()
+
+
+def all_targets():
+    return run_targets() + [f"{RUN}/summary/resources.md"]

@@ -91,7 +91,8 @@ def test_one_evaluation_job_per_model_and_a_changed_reference_rescores_only(tiny
     regenerates. Prompts changed: the models that answer `pe` regenerate (their prompt digest changed),
     then rescore."""
     references = _planned_with_eval_file(tiny_run, "pe", lambda r: {**r, "output": r["output"] + " ."})
-    assert {r for r, _ in references} <= {"score_eval", "metrics", "summarize_methods", "plots", "all"}
+    assert {r for r, _ in references} <= {"score_eval", "metrics", "summarize_methods", "plots", "resource_usage",
+                                          "all"}
     rescored = [w["modeldir"] for r, w in references if r == "score_eval"]
     # every model is scored on pe (eval.all_tasks): θ0, mtl, the shared stage 1 and every stage-2 model
     on_pe = {"base", "mtl/stage1-all", "order1/stage1-sa"} | {f"order1/{m}/stage2-pe" for m in TINY_METHODS
@@ -104,7 +105,7 @@ def test_one_evaluation_job_per_model_and_a_changed_reference_rescores_only(tiny
     # a scorer change rescores every model and regenerates none
     tiny_run.write_config("rouge.yaml", {"eval": {"rouge": "reference"}})
     scorer = tiny_run.planned_jobs("--configfile", "config/tiny.yaml", "rouge.yaml")
-    assert {r for r, _ in scorer} <= {"score_eval", "metrics", "summarize_methods", "plots", "all"}
+    assert {r for r, _ in scorer} <= {"score_eval", "metrics", "summarize_methods", "plots", "resource_usage", "all"}
     assert sorted(w["modeldir"] for r, w in scorer if r == "score_eval") == sorted(on_pe)
 
 
@@ -256,3 +257,35 @@ def test_a_changed_baseline_key_reruns_that_method_only(tiny_run):
                                                     + [("fisher", "ewc"), ("train_stage", "ewc")])
     assert planned({"ewc": {"lambda": 1.0}}) == [("evaluate", "order1/ewc/stage2-pe")] + [("train_stage", "ewc")]
 
+
+def test_every_job_left_a_resource_record_and_the_report_tables_them(tiny_run):
+    """Each job's benchmark TSV (wall time, peak RSS, CPU time) under results/tiny/benchmarks/<rule>/<job>.tsv,
+    grouped jobs included, and the per-rule and per-method tables built from them."""
+    import csv
+
+    from sers.usage import collect_records
+
+    run = tiny_run.root / "results/tiny"
+    records = collect_records(run / "benchmarks")
+    rules = {r["rule"] for r in records}
+    assert {"synthesize", "filter_pseudo", "embed_pseudo", "select_pseudo", "train_first_stage", "train_stage",
+            "task_similarity", "label_rehearsal", "fisher", "evaluate", "score_eval", "metrics", "real_rehearsal",
+            "real_pool", "embed_real", "select_real", "train_mtl", "summarize_methods", "plots",
+            "export_llamafactory", "build_tiny_model"} <= rules
+    assert all(r["s"] > 0 for r in records)
+    # one record per evaluated model of each evaluation group's two jobs
+    evaluated = {r["job"] for r in records if r["rule"] == "evaluate"}
+    assert evaluated == {r["job"] for r in records if r["rule"] == "score_eval"}
+    assert {"base", "mtl/stage1-all", "order1/stage1-sa", "order1/sers/stage2-pe"} <= evaluated
+    with open(run / "summary/resources_by_rule.csv", newline="") as f:
+        by_rule = {row["rule"]: row for row in csv.DictReader(f)}
+    assert set(by_rule) == rules
+    assert by_rule["train_stage"]["gpu"] == "True" and by_rule["score_eval"]["gpu"] == "False"
+    assert int(by_rule["evaluate"]["jobs"]) == len(evaluated)
+    with open(run / "summary/resources_by_method.csv", newline="") as f:
+        by_method = {row["method"]: row for row in csv.DictReader(f)}
+    assert set(by_method) == set(TINY_METHODS) | {"shared"}
+    assert int(by_method["replay"]["jobs"]) >= 3  # its real rehearsal rows, stage 2, evaluation, metrics
+    assert sum(int(row["jobs"]) for row in by_method.values()) == len(records)
+    table = (run / "summary/resources.md").read_text()
+    assert "| train_stage | yes |" in table and "| shared |" in table

@@ -142,3 +142,23 @@ def test_estimate_from_a_log_cut_off_before_labelling(tmp_path):
     log.write_text("\n".join(lines[:-1]) + "\n")  # cut before synthesis: no estimate, the file named
     with pytest.raises(SystemExit, match="step4.log: no synthesize measurement"):
         paper_cost.result_from_log(log)
+
+
+def test_gpu_hours_of_a_run_from_its_job_records(tmp_path):
+    """`paper_cost.py --from-run`: the GPU rules' records of a run summed, CPU rules left out."""
+    from conftest import GPU_RULES
+
+    assert paper_cost.GPU_RULES == GPU_RULES | {"evolution_probe"}  # the preset runs no evolution probe
+    header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    for rel, seconds in (("train_stage/o1/sers/stage2-pe", 5400), ("train_stage/o1/seq/stage2-pe", 1800),
+                         ("evaluate/base", 720), ("score_eval/base", 3)):
+        path = tmp_path / "benchmarks" / f"{rel}.tsv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(header + f"{seconds}\t0:00:00\t100\t1\t1\t1\t0\t0\t50\t{seconds}\n")
+    run = paper_cost.gpu_hours_of_run(tmp_path)
+    assert [(r["rule"], r["jobs"]) for r in run["rows"]] == [("train_stage", 2), ("evaluate", 1)]
+    assert run["total_hours"] == pytest.approx((5400 + 1800 + 720) / 3600)
+    table = paper_cost.markdown_table(run)
+    assert "| train_stage | 2 | 3,600 s wall | 2 |" in table and "3 records of GPU jobs" in table
+    with pytest.raises(SystemExit, match="no job records"):
+        paper_cost.gpu_hours_of_run(tmp_path / "elsewhere")

@@ -35,7 +35,7 @@ def test_paper_preset_plans_every_task_and_method_with_gpus_on_exactly_the_gpu_r
     assert len(evaluated) == len(set(evaluated)) == 2 + 3 + 3 * 12 * 9
     # one scoring job per model too (its eval/ folder: every task's predictions and summary)
     assert sorted(w["modeldir"] for r, w in jobs if r == "score_eval") == sorted(evaluated)
-    assert len(jobs) == 1392  # 4353 when each model scored each task in a job of its own (3290 score_eval)
+    assert len(jobs) == 1393  # 4353 when each model scored each task in a job of its own (3290 score_eval)
     gpu, cpu, threads, rule = set(), set(), {}, None
     for line in (proc.stdout + proc.stderr).splitlines():
         m = re.match(r"^(local)?rule (\S+):$", line.strip())

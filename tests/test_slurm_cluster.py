@@ -216,6 +216,12 @@ def test_profile_runs_workflow_on_slurm(slurm, case, tmp_path):
 
     if case.id == "toy":
         check_toy_details(records, case, tmp_path)
+    if case.id == "pipeline":  # each job of a group job keeps its own resource record (docs/resources.md)
+        bench = tmp_path / "results/slurm/benchmarks"
+        for rule in ("evaluate", "score_eval"):
+            assert {p.name for p in (bench / rule / "order1").rglob("*.tsv")} == {"stage1-sa.tsv", "stage2-pe.tsv"}
+        for rule in ("filter_pseudo", "embed_pseudo", "select_pseudo"):
+            assert (bench / rule / "pseudo/mask/sa.tsv").is_file(), rule
     print(f"\n[{case.id}] snakemake --profile profiles/slurm: {elapsed:.1f}s; "
           f"cluster setup {slurm.timings}; jobs:")
     for r in records:
