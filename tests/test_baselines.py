@@ -273,3 +273,16 @@ def test_kmeans_selection_picks_the_representatives_of_real_rows():
     assert select_by_kmeans(emb, 3, 3, 7)[0] == chosen  # deterministic given the seed
     six, _ = select_by_kmeans(emb, 3, 6, 7)
     assert len(six) == 6 and {i // 5 for i in six} == {0, 1, 2} and all(sum(i // 5 == c for i in six) == 2 for c in range(3))
+
+
+def test_every_baseline_method_has_a_regulariser():
+    """`sers.methods` (torch-free: the Snakefile imports it) and `sers.regularisers.BASELINES` name the
+    same baselines, so a new method is one class plus one entry in each table."""
+    from sers.methods import BASELINE_METHODS
+    from sers.regularisers import BASELINES, baseline_from_config
+
+    assert set(BASELINES) == set(BASELINE_METHODS)
+    reg = baseline_from_config({"kind": "ewc", "lambda": 2.0, "fisher": "f.safetensors", "fisher_rows": 200})
+    assert reg.config == {"lambda": 2.0, "fisher": "f.safetensors"}  # fisher_rows is the `fisher` rule's
+    with pytest.raises(SersError, match="not one of"):
+        baseline_from_config({"kind": "si", "lambda": 1.0})
