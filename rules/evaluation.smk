@@ -19,7 +19,7 @@ rule evaluate:
         adapter=evaluated_adapter,
         # ancient: the eval prompts' digests (params) decide when generations are stale, so a file
         # whose references alone change reruns only `score_eval`
-        eval=lambda wc: [ancient(data_file(config, t, "eval")) for t in model_eval_tasks(wc.modeldir)],
+        eval=lambda wc: [ancient(eval_file(t)) for t in model_eval_tasks(wc.modeldir)],
     output:
         generations=f"{RUN}/{{modeldir}}/eval_generations.jsonl",
     log:
@@ -47,7 +47,7 @@ rule evaluate:
 rule score_eval:
     input:
         generations=f"{RUN}/{{modeldir}}/eval_generations.jsonl",
-        eval=lambda wc: [data_file(config, t, "eval") for t in model_eval_tasks(wc.modeldir)],
+        eval=lambda wc: [eval_file(t) for t in model_eval_tasks(wc.modeldir)],
     output:
         scores=directory(f"{RUN}/{{modeldir}}/eval"),
     log:

@@ -12,8 +12,15 @@ from sers.config import (
 from sers.data import read_rows
 from sers.errors import SersError
 from sers.evaluation import eval_sample, sample_digest
-from sers.config import load_schema
-from sers.methods import BASELINE_METHODS, KMEANS_REPLAY_METHODS, NO_EVOLUTION_METHODS, PENALTY_VARIANTS
+from sers.methods import (
+    BASELINE_METHODS,
+    ICL_METHODS,
+    KMEANS_REPLAY_METHODS,
+    MASK_METHODS,
+    NO_EVOLUTION_METHODS,
+    PENALTY_VARIANTS,
+    REAL_REPLAY_METHODS,
+)
 from sers.seeding import derive_seed
 
 
@@ -78,8 +85,8 @@ def eval_digest(task):
 def usage_methods():
     """The method names a resource record is attributed by: the configured ones first (the table's order),
     then every other method (records a removed method left in the run folder are still its own)."""
-    known = load_schema()["properties"]["methods"]["items"]["enum"]
-    return list(config["methods"]) + [m for m in known if m not in config["methods"]]
+    known = {"seq", "mtl"} | MASK_METHODS | ICL_METHODS | REAL_REPLAY_METHODS | BASELINE_METHODS
+    return list(config["methods"]) + sorted(known - set(config["methods"]))
 
 
 def usage_rule_methods():

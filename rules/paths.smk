@@ -1,6 +1,9 @@
 # Where each artifact lies under the run folder RUN (results/{run}/): the base model, the pseudo chains,
 # a stage's folder and adapter, the evaluation summaries.
+import functools
 import os
+
+from sers.config import data_file
 
 PSEUDO = f"{RUN}/pseudo"
 # every job's resource record (`benchmark:`): BENCHMARKS/<rule>/<the job's artifact path>.tsv, read by sers.usage
@@ -32,8 +35,10 @@ def adapter_path(order, method, stage):
 
 
 def model_dir_of(order, method, stage):
-    """The evaluated model's folder under RUN (the shared first stage has no method)."""
-    return os.path.relpath(os.path.dirname(adapter_path(order, method, stage)), RUN)
+    """The evaluated model's folder under RUN: its adapter's parent (the shared first stage has no method)."""
+    if int(stage) == 1:
+        return f"{order}/stage1-{ORDERS[order][0]}"
+    return f"{order}/{method}/stage{stage}-{ORDERS[order][int(stage) - 1]}"
 
 
 # ---- evaluation (METHOD.md §7) ----
@@ -44,9 +49,14 @@ def eval_dirs(order, method):
 
 def eval_summaries(order, method):
     """Every evaluation summary the metrics of (order, method) need."""
+    return list(_eval_summaries(order, method))
+
+
+@functools.cache  # asked for by several rules' input functions and params: built once per (order, method)
+def _eval_summaries(order, method):
     tasks = ORDERS[order]
     if method == "mtl":
-        return [f"{RUN}/mtl/stage1-all/eval/{t}.json" for t in tasks]
+        return tuple(f"{RUN}/mtl/stage1-all/eval/{t}.json" for t in tasks)
     files = [
         f"{RUN}/{model_dir_of(order, method, s)}/eval/{t}.json"
         for s in range(1, len(tasks) + 1)
@@ -54,7 +64,13 @@ def eval_summaries(order, method):
     ]
     if config["eval"]["base"]:
         files += [f"{RUN}/base/eval/{t}.json" for t in tasks]
-    return files
+    return tuple(files)
+
+
+@functools.cache
+def eval_file(task):
+    """A task's eval split (data_file), once per task: every evaluated model reads it."""
+    return data_file(config, task, "eval")
 
 
 def eval_predictions(order, method):
