@@ -46,11 +46,16 @@ def mean_and_se(values: list[float]) -> tuple[float, float]:
 
 def predict_rows(model, tokenizer, rows: list[Row], prompt_format: str, max_prompt_tokens: int,
                  max_new_tokens: int, batch_size: int, share_prefix: bool = True) -> list[dict]:
-    """Greedy generations [{id, prompt_digest, prediction}] of one task's eval rows, in row order."""
-    from .generation import Sampling, generate
+    """Greedy generations [{id, prompt_digest, prediction}] of one task's eval rows, in row order.
+
+    `batch_size` is the batch on a CPU; on CUDA the batch is as large as the free memory holds
+    (`sers.generation.fit_batch_size`, logged)."""
+    from .generation import Sampling, fit_batch_size, generate
     from .prompts import encode_prompt
 
     prompts = [encode_prompt(tokenizer, r.full_prompt, prompt_format, max_prompt_tokens) for r in rows]
+    if prompts:
+        batch_size = fit_batch_size(model, max(map(len, prompts)), max_new_tokens, batch_size)
     outs = generate(model, tokenizer, prompts, Sampling(max_new_tokens=max_new_tokens), batch_size,
                     share_prefix=share_prefix, desc="evaluate")
     return [{"id": r.id, "prompt_digest": prompt_digest(r), "prediction": o.text} for r, o in zip(rows, outs)]

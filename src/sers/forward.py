@@ -180,9 +180,65 @@ class _ReadOnlyCache(DynamicCache):
         return torch.cat([layer.keys, key_states], dim=-2), torch.cat([layer.values, value_states], dim=-2)
 
 
+# Model types whose layers mix positions in attention only (every other layer works token by token): in
+# a forward over left-padded rows their linear layers may skip the padding (`_real_positions_only`).
+PER_TOKEN_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3"})
+# Fewer real tokens than this: no skipping (a matmul over few rows may take another kernel, other bits)
+MIN_SKIP_TOKENS = 16
+
+
+def _skippable_linears(model) -> list[torch.nn.Linear]:
+    """The linear layers of the decoder blocks (not the LM head, not LoRA's own A and B matrices)."""
+    head = model.get_output_embeddings()
+    return [m for name, m in model.named_modules()
+            if type(m) is torch.nn.Linear and m is not head and "lora_" not in name]
+
+
+@contextlib.contextmanager
+def _real_positions_only(model, suffix_mask: torch.Tensor):
+    """For one inference forward over left-padded rows [R, S] (`suffix_mask`, on the host): every linear
+    layer of the decoder blocks computes the real positions only, and gives the padding zeros.
+
+    The padding's own activations are never read by a real position: attention masks it out, every other
+    layer works token by token. Its keys and values (now zeros instead of whatever the pad token made)
+    meet the mask, and a masked score is the dtype's minimum either way (a finite q·k vanishes against
+    it), so the real positions get the same bits. The matmul over the gathered real tokens gives each
+    token the bits it got in the padded one (both have ≥ `MIN_SKIP_TOKENS` rows: the same kernel).
+    Saved: the padding's share of the linear layers' work (most of a forward's)."""
+    shape = tuple(suffix_mask.shape)
+    device = next(model.parameters()).device
+    idx = suffix_mask.reshape(-1).nonzero().squeeze(1).to(device)
+    total = suffix_mask.numel()
+
+    def linear(module):
+        def forward(x):
+            if tuple(x.shape[:-1]) != shape:  # not a per-position input of this forward: as nn.Linear does
+                return torch.nn.functional.linear(x, module.weight, module.bias)
+            y = torch.nn.functional.linear(x.reshape(total, -1).index_select(0, idx), module.weight, module.bias)
+            return y.new_zeros(total, y.shape[-1]).index_copy_(0, idx, y).view(*shape, -1)
+        return forward
+
+    layers = _skippable_linears(model)
+    for m in layers:
+        m.forward = linear(m)
+    try:
+        yield
+    finally:
+        for m in layers:
+            del m.forward  # back to nn.Linear.forward
+
+
+def _skips_padding(model, suffix_mask: torch.Tensor) -> bool:
+    """Whether an inference forward over these left-padded rows can leave out the padding."""
+    real = int(suffix_mask.sum())
+    kind = getattr(model.config, "model_type", None)
+    return (kind in PER_TOKEN_MODEL_TYPES and not torch.is_grad_enabled() and real < suffix_mask.numel()
+            and real >= MIN_SKIP_TOKENS)
+
+
 def forward_packed(model, batch: PackedBatch, adapter_names: list[str] | None = None,
                    prefix_adapters: list[str] | None = None, use_cache: bool = False, logits_to_keep: int = 0,
-                   route=adapter_kwargs):
+                   route=adapter_kwargs, skip_padding: bool = False):
     """Run the model over a packed batch; return (logits over the suffix [R, S, V], cache, mask).
 
     `logits_to_keep` > 0 keeps only the last that many positions' logits (generation needs one, the
@@ -196,6 +252,9 @@ def forward_packed(model, batch: PackedBatch, adapter_names: list[str] | None = 
     With activation checkpointing on (training), the prefix runs without it (one row per group: its
     activations are small) and the suffix reads the prefix cache read-only (`_ReadOnlyCache`); the
     returned cache then holds the prefix alone.
+
+    `skip_padding` (inference only, where `_skips_padding`): the suffix's linear layers compute its real
+    positions only (`_real_positions_only`): the same bits at the real positions, less work.
     """
     device = next(model.parameters()).device
     rows = batch.suffix.shape[0]
@@ -220,7 +279,9 @@ def forward_packed(model, batch: PackedBatch, adapter_names: list[str] | None = 
         cache = DynamicCache()
     # a checkpointed layer keeps a cache only if it is marked as a reader (ours is, read-only)
     layers = [m for m in checkpointed if isinstance(m, GradientCheckpointingLayer)]
-    with _layer_flags(layers, _can_checkpoint_with_cache=True):
+    skip = skip_padding and _skips_padding(model, batch.suffix_mask)
+    with _layer_flags(layers, _can_checkpoint_with_cache=True), \
+            (_real_positions_only(model, batch.suffix_mask) if skip else contextlib.nullcontext()):
         out = model(input_ids=suffix, attention_mask=mask, position_ids=positions, **{cache_kwarg(model): cache},
                     use_cache=(use_cache or p > 0) and not checkpointed, logits_to_keep=logits_to_keep,
                     **route(adapter_names))
