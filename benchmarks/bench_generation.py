@@ -15,6 +15,12 @@ Measures, at identical outputs where the comparison is between two implementatio
               layout choose_layout picks) and greedy-evaluation rows/s with and without the shared prefix
   layout_shapes  packed vs two-pass training steps on synthetic batch shapes, beside the FLOP count
   memory      peak memory of blend decoding vs plain greedy decoding (each in a fresh process)
+  eval_paths  greedy evaluation rows/s of the path before issue 31 (`Decoding` BEFORE: every row to the
+              end, a cache grown by concatenation, padded prompt forward) at --batch, today's path at the
+              same batch (identical rows counted), and today's path at the batch `fit_batch_size`
+              chooses from free memory (one batch of it); random prompts of --prompt-tokens/2 to
+              --prompt-tokens tokens, --new-tokens each (no EOS: random weights would not say it), θt =
+              the model with a random LoRA adapter. Meant for --model random-llama2-7b on a GPU
 Results go to benchmarks/out/<name>.json and are printed as one JSON line per measurement.
 """
 from __future__ import annotations
@@ -68,6 +74,16 @@ def prepare_model(name: str, device: str, dtype: str, tokenizer: str | None = No
                      for r in read_rows(DATA / f"{t}.{f}.json")]
             build_tiny_model(texts, out)
         name = str(out)
+    if name == "random-llama2-7b":  # LLaMA-2-7B's shapes, random weights and token ids (no tokenizer)
+        from paper_cost import SHAPES, RandomTokenizer
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        cfg = LlamaConfig(**SHAPES["llama2-7b"], pad_token_id=RandomTokenizer.pad_token_id, bos_token_id=1,
+                          eos_token_id=RandomTokenizer.eos_token_id, tie_word_embeddings=False)
+        torch.manual_seed(0)
+        with torch.device(device):  # straight onto the device in its dtype: no float32 copy of 7B weights
+            model = LlamaForCausalLM(cfg).to(dtype=getattr(torch, dtype))
+        return model.eval(), RandomTokenizer(), "random-llama2-7b"
     if name == "random-1b":  # a random-initialised ~1B LLaMA with SmolLM2's tokenizer (GPU benchmark)
         from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -339,6 +355,73 @@ def bench_layout_shapes(peft_model, device, repeats: int = 2):
     return out
 
 
+def bench_eval_paths(peft_model, tok, device, n, prompt_tokens, new_tokens, batch, memory_limit_gib=None):
+    """Greedy evaluation rows/s before issue 31 and after (same batch; fitted batch), with peak memory."""
+    import random
+
+    from sers.generation import BEFORE, Decoding, fit_batch_size
+
+    rng = random.Random(0)
+    vocab = peft_model.config.vocab_size
+    lengths = [rng.randint(prompt_tokens // 2, prompt_tokens) for _ in range(max(n, batch))]
+    prompts = [[rng.randrange(3, vocab) for _ in range(k)] for k in lengths]
+    greedy = Sampling(max_new_tokens=new_tokens, stop_at_eos=False)
+    peft_model.eval()
+
+    def run(rows, size, decoding):
+        """(outputs, rows/s, peak GiB): one untimed 2-token warm-up, then one timed call."""
+        generate(peft_model, tok, rows[:size], Sampling(max_new_tokens=2), size, decoding=decoding, share_prefix=False)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        sync(device)
+        start = time.perf_counter()
+        out = generate(peft_model, tok, rows, greedy, size, decoding=decoding, share_prefix=False)
+        sync(device)
+        seconds = time.perf_counter() - start
+        peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else peak_rss_mib() / 1024
+        return out, len(rows) / seconds, peak
+
+    rows = prompts[:batch]
+    before, r_before, p_before = run(rows, batch, BEFORE)
+    after, r_after, p_after = run(rows, batch, Decoding())
+    result = {"bench": "eval_paths", "prompt_tokens": [min(lengths), max(lengths)], "new_tokens": new_tokens,
+              "batch": batch, "rows_per_s_before": r_before, "peak_gib_before": p_before,
+              "rows_per_s_after_same_batch": r_after, "peak_gib_after_same_batch": p_after,
+              "identical_rows_same_batch": sum(a.token_ids == b.token_ids for a, b in zip(after, before)),
+              "rows_same_batch": len(rows)}
+    print(json.dumps(result), flush=True)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    free = None
+    if memory_limit_gib and device.type == "cuda":  # a card of this size: the cap, and what is free under it
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        total = torch.cuda.get_device_properties(index).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, memory_limit_gib * 2**30 / total), index)
+        free = min(int(memory_limit_gib * 2**30) - torch.cuda.memory_allocated(), torch.cuda.mem_get_info()[0])
+    fitted = fit_batch_size(peft_model, max(lengths), new_tokens, batch, free_bytes=free)
+    attempts = []
+    while True:  # the estimate should fit; if it does not, halve and say so
+        try:
+            rows = (prompts * (fitted // len(prompts) + 1))[:fitted]
+            out, r_fit, p_fit = run(rows, fitted, Decoding())
+            break
+        except torch.OutOfMemoryError:
+            attempts.append(fitted)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            if fitted == 1:
+                raise
+            fitted //= 2
+    result.update({"fitted_batch": fitted, "memory_limit_gib": memory_limit_gib, "fitted_batch_out_of_memory_at": attempts,
+                   "rows_per_s_after_fitted_batch": r_fit, "peak_gib_after_fitted_batch": p_fit,
+                   "speedup_same_batch": r_after / r_before, "speedup_fitted_batch": r_fit / r_before,
+                   # the fitted batch's first rows are the same-batch rows, now decoded beside other rows
+                   "identical_rows_fitted_vs_before": sum(out[i].token_ids == before[i].token_ids
+                                                          for i in range(min(batch, len(out))))})
+    return result
+
+
 def peak_rss_mib() -> float:
     """This process's peak resident set (VmHWM). Not ru_maxrss: Linux carries that over exec from the
     forking parent, so a child of a big benchmark process would report the parent's peak."""
@@ -391,7 +474,8 @@ def main() -> None:
                     help="tasks for the shared-prefix bench (pos: long instruction; sa: the shortest prompts)")
     ap.add_argument("--chat-template", action="store_true")
     ap.add_argument("--only", nargs="*", default=["synthesis", "blend", "blend_ends", "prefix", "memory"],
-                    help="benches to run; also layout_shapes (packed vs two-pass on synthetic batch shapes)")
+                    help="benches to run; also layout_shapes (packed vs two-pass on synthetic batch shapes) and "
+                         "eval_paths (evaluation before/after issue 31)")
     ap.add_argument("--memory-child", choices=["plain", "blend"])
     ap.add_argument("--tokenizer", help="tokenizer folder for --model random-1b (default: the converted SmolLM2)")
     ap.add_argument("--random-hidden", type=int, default=2048)
@@ -399,6 +483,10 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true",
                     help="prefix: also profile one training batch of each layout (benchmarks/out/profiles/)")
     ap.add_argument("--reference-rows", type=int, default=0, help="rows for the slow reference loop (0: rows/4)")
+    ap.add_argument("--memory-limit-gib", type=float,
+                    help="eval_paths: size the fitted batch for, and cap the process at, this much GPU memory")
+    ap.add_argument("--prompt-tokens", type=int, default=1024,
+                    help="eval_paths: the longest random prompt (the paper preset's model.max_prompt_tokens)")
     args = ap.parse_args()
     os.environ.setdefault("SERS_NO_PROGRESS", "1")
     if args.memory_child:
@@ -413,7 +501,7 @@ def main() -> None:
     results = []
     peft_model = None
     for bench in args.only:  # synthesis first: it runs θ0 before the adapter is attached
-        if bench in ("blend", "blend_ends", "prefix", "layout_shapes") and peft_model is None:
+        if bench in ("blend", "blend_ends", "prefix", "layout_shapes", "eval_paths") and peft_model is None:
             peft_model = with_random_lora(model)
         if bench == "synthesis":
             r = bench_synthesis(model, tok, device, args.rows, args.new_tokens, args.batch)
@@ -424,6 +512,9 @@ def main() -> None:
             r = bench_blend_ends(peft_model, tok, device, args.rows, args.new_tokens, args.batch, args.chat_template)
         elif bench == "layout_shapes":
             r = bench_layout_shapes(peft_model, device)
+        elif bench == "eval_paths":
+            r = bench_eval_paths(peft_model, tok, device, args.rows, args.prompt_tokens, args.new_tokens, args.batch,
+                                 args.memory_limit_gib)
         elif bench == "prefix":  # the profile for the first task only
             r = [bench_prefix(peft_model, tok, device, task, args.rows, args.batch, args.new_tokens, args.chat_template,
                               REPO / "benchmarks/out/profiles" if args.profile and i == 0 else None)

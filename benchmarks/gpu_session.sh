@@ -2,7 +2,7 @@
 # The prepared device check for the GPU path (issue "The GPU path"), as one script for a lent GPU.
 #
 #   bash benchmarks/gpu_prepare.sh                        # here, once: fills .device/ (wheels, tokenizer, encoder)
-#   run(command="bash benchmarks/gpu_session.sh", carry=[".device"], timeout_s=590)
+#   run(command="bash benchmarks/gpu_session.sh", carry=[".device"], timeout_s=480)
 #   tar xzf <files_at>/gpu-session.tar.gz && .venv/bin/python benchmarks/gpu_report.py gpu   # the Markdown
 #
 # The device has no network and its image holds torch but not snakemake and other locked packages:
@@ -10,9 +10,15 @@
 # Without .device/wheels it uses the Python it finds (PY; .venv/bin/python if there is one).
 #
 # Steps, most wanted first, each under its own time limit so that one slow step cannot starve the rest
-# (STEPS picks and orders them; default "1 6 5 3 4": step 2 ran on an H200 on 2026-11-28,
-# benchmarks/results/gpu-h200-2026-11-28, and most of step 4):
+# (STEPS picks and orders them; default "1 7 6 3", issue 31's device part, sized to end within
+# DEADLINE=470 s so that a rerun fits in a session's 15 minutes; step 2 ran on an H200 on 2026-11-28,
+# benchmarks/results/gpu-h200-2026-11-28, and most of step 4; "1 6 5 3 4" was the previous default):
 #   1. the machine: GPU, torch/CUDA, transformers, peft, snakemake, sentence-transformers;
+#   7. evaluation before and after issue 31 on a random LLaMA-2-7B (its exact shapes, bf16, a random
+#      LoRA on q/v) at 512 new tokens, prompts of 512-1024 random tokens, no EOS (every row runs
+#      to 512): rows/s and peak memory of the path before (Decoding BEFORE) at batch 16, of today's
+#      path at batch 16 (rows identical to before, of 16), and of today's path at the batch
+#      fit_batch_size chooses for an 80 GB card (--memory-limit-gib 79); generation-*-eval.json;
 #   6. step 2's shared-prefix part alone, after the packed layout (sers.prefix_packing): training
 #      tokens/s of the plain, two-pass and packed layouts and of the one chosen per batch, on the ~1B
 #      model where two passes' twice the kernel launches made the shared prefix 0.55-0.67x of plain,
@@ -44,8 +50,8 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/out/gpu-bundle}
 WORK=${WORK:-benchmarks/out/gpu}
 CARRIED=${CARRIED:-.device}
-STEPS=${STEPS:-1 6 5 3 4}
-DEADLINE=${DEADLINE:-575}  # seconds from the start: later steps are shortened to end by then
+STEPS=${STEPS:-1 7 6 3}
+DEADLINE=${DEADLINE:-470}  # seconds from the start: later steps are shortened to end by then
 CORES=${CORES:-12}
 # step 3's methods: each GPU rule at least once (synthesize: sers mask, ssr icl; similarity and label:
 # sers; fisher: ewc; LwF's teacher; O-LoRA's stack; train and evaluate: all) at half tiny.yaml's jobs
@@ -78,7 +84,9 @@ PAPER_ARGS=${PAPER_ARGS:---shape llama2-7b --memory-limit-gib 79}
 BENCH_ARGS=${BENCH_ARGS:---model random-1b --tokenizer $TOKENIZER --rows 32 --batch 16 --new-tokens 48 --reference-rows 4 --prefix-task pos sa}
 # a LLaMA-2-7B-sized model (hidden 4096, 32 layers): is the shared prefix faster where the GPU bounds a step?
 BENCH7B_ARGS=${BENCH7B_ARGS:---model random-1b --tokenizer $TOKENIZER --random-hidden 4096 --random-layers 32 --rows 16 --batch 8 --new-tokens 32 --only blend_ends prefix --prefix-task pos sa}
-export PY WORK CARRIED CORES DEVICE DTYPE PAPER_ARGS BENCH_ARGS BENCH7B_ARGS TINY_METHODS TINY_DEVICES
+# step 7: evaluation before/after issue 31 at the paper preset's lengths, on LLaMA-2-7B's shapes
+EVAL_ARGS=${EVAL_ARGS:---model random-llama2-7b --rows 16 --batch 16 --new-tokens 512 --prompt-tokens 1024 --memory-limit-gib 79}
+export PY WORK CARRIED CORES DEVICE DTYPE PAPER_ARGS BENCH_ARGS BENCH7B_ARGS EVAL_ARGS TINY_METHODS TINY_DEVICES
 
 # run_step N LIMIT_S CMD...: a step under its own time limit; its output goes to $WORK/stepN.log
 run_step() {
@@ -166,13 +174,21 @@ step5() {
     cp benchmarks/out/generation-*-"$DEVICE".json "$WORK/"
 }
 
+step7() {
+    rm -f benchmarks/out/generation-*.json
+    # shellcheck disable=SC2086  # EVAL_ARGS is a list of arguments
+    $PY benchmarks/bench_generation.py $EVAL_ARGS --only eval_paths --device "$DEVICE" --dtype "$DTYPE" || return
+    local f
+    for f in benchmarks/out/generation-*-"$DEVICE".json; do cp "$f" "$WORK/$(basename "$f" .json)-eval.json"; done
+}
+
 step4() {
     # shellcheck disable=SC2086
     $PY benchmarks/paper_cost.py $PAPER_ARGS --device "$DEVICE" --dtype "$DTYPE" --out "$WORK/paper_cost-$DEVICE.json"
 }
-export -f step1 step2 step3 step4 step5 step6
+export -f step1 step2 step3 step4 step5 step6 step7
 
-# Each step's limit (LIMIT_N overrides it), cut so that all end by DEADLINE, for a call's timeout_s of 590.
+# Each step's limit (LIMIT_N overrides it), cut so that all end by DEADLINE, for a call's timeout_s of 480.
 # On an H200, 2026-11-28: step 1 took 21 s; step 4 ran past 140 s (build 2 s, four training attempts,
 # evaluation and synthesis each timed twice, cut before labelling); step 2 took 64 s for the shared-prefix
 # part alone and ran past 150 s in all; step 3's CUDA run of six methods took 160 s.
@@ -185,7 +201,10 @@ export -f step1 step2 step3 step4 step5 step6
 #   --batch 4 --new-tokens 8 --reference-rows 2 --prefix-task pos sa" BENCH7B_ARGS="--model random-1b \
 #   --tokenizer /tmp/r/tokenizer --random-hidden 64 --random-layers 2 --rows 8 --batch 4 --new-tokens 8 \
 #   --only blend_ends prefix --prefix-task pos" STEPS="1 6 4 5 2 3" bash benchmarks/gpu_session.sh
-declare -A LIMIT=([1]=45 [2]=200 [3]=190 [4]=210 [5]=150 [6]=160)
+# Issue 31's default "1 7 6 3" (estimates, not yet run): 1 about 20 s; 7 about 60-90 s (a 7B build,
+# 512 decoding steps at batch 16 twice and once at the fitted batch, each after a 2-token warm-up);
+# 6 ran 64 s for its shared-prefix part on an H200, with layout_shapes about 90 s; 3 took 160 s.
+declare -A LIMIT=([1]=30 [2]=200 [3]=170 [4]=210 [5]=150 [6]=110 [7]=150)
 for n in $STEPS; do
     limit_var="LIMIT_$n"
     run_step "$n" "${!limit_var:-${LIMIT[$n]}}" "step$n"

@@ -361,6 +361,7 @@ def test_fit_batch_size_fills_free_cuda_memory(monkeypatch):
     assert chosen == int(63 * 2**30 * FIT_MEMORY_FRACTION) // per_row and 40 < chosen < 80
     assert fit_batch_size(model, 1024, 512, 16, copies=2) == int(63 * 2**30 * FIT_MEMORY_FRACTION) // (2 * per_row)
     assert fit_batch_size(model, 16, 8, 16) == 256  # capped
+    assert fit_batch_size(model, 1024, 512, 16, free_bytes=10 * 2**30) == int(10 * 2**30 * FIT_MEMORY_FRACTION) // per_row
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (2**20, 80 * 2**30))
     monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 2**30)
     assert fit_batch_size(model, 1024, 512, 16) == 1  # at least one row

@@ -421,19 +421,22 @@ def row_bytes(model, prompt_tokens: int, new_tokens: int) -> int:
 
 
 def fit_batch_size(model, prompt_tokens: int, new_tokens: int, configured: int, copies: int = 1,
-                   cap: int = MAX_FIT_BATCH) -> int:
+                   cap: int = MAX_FIT_BATCH, free_bytes: int | None = None) -> int:
     """Rows per generation batch: `configured` off CUDA; on CUDA as many as `FIT_MEMORY_FRACTION` of the
     free memory holds (`row_bytes` for prompts up to `prompt_tokens`; `copies` = 2 for a blend, whose
     batch holds every row twice), between 1 and `cap`.
 
     Decoding reads every weight once per step whatever the batch, so on a GPU more rows per step are
     almost free until the memory or the compute runs out; a fixed batch (16 for the paper preset) left
-    most of an 80 GB card idle. The choice is logged (the job's log)."""
+    most of an 80 GB card idle. The choice is logged (the job's log). `free_bytes` overrides the free
+    memory read from the device (a benchmark that emulates a smaller card)."""
     device = next(model.parameters()).device
     if device.type != "cuda":
         return configured
-    free, _ = torch.cuda.mem_get_info(device)
-    free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)  # torch's cache, reusable
+    free = free_bytes
+    if free is None:
+        free, _ = torch.cuda.mem_get_info(device)
+        free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)  # torch's cache, reusable
     per_row = row_bytes(model, prompt_tokens, new_tokens) * copies
     chosen = max(1, min(cap, int(free * FIT_MEMORY_FRACTION) // per_row))
     logging.getLogger(__name__).info(
