@@ -17,7 +17,8 @@ Measures, at identical outputs where the comparison is between two implementatio
   memory      peak memory of blend decoding vs plain greedy decoding (each in a fresh process)
   eval_paths  greedy evaluation rows/s of the path before issue 31 (`Decoding` BEFORE: every row to the
               end, a cache grown by concatenation, padded prompt forward) at --batch, today's path at the
-              same batch (identical rows counted), and today's path at the batch `fit_batch_size`
+              same batch (identical rows counted; and with its KV cache grown by concatenation, as
+              before, to time the cache layout alone), and today's path at the batch `fit_batch_size`
               chooses from free memory (one batch of it); random prompts of --prompt-tokens/2 to
               --prompt-tokens tokens, --new-tokens each (no EOS: random weights would not say it), θt =
               the model with a random LoRA adapter. Meant for --model random-llama2-7b on a GPU
@@ -76,13 +77,13 @@ def prepare_model(name: str, device: str, dtype: str, tokenizer: str | None = No
         name = str(out)
     if name == "random-llama2-7b":  # LLaMA-2-7B's shapes, random weights and token ids (no tokenizer)
         from paper_cost import SHAPES, RandomTokenizer
-        from transformers import LlamaConfig, LlamaForCausalLM
+        from transformers import AutoModelForCausalLM, LlamaConfig
 
         cfg = LlamaConfig(**SHAPES["llama2-7b"], pad_token_id=RandomTokenizer.pad_token_id, bos_token_id=1,
                           eos_token_id=RandomTokenizer.eos_token_id, tie_word_embeddings=False)
         torch.manual_seed(0)
         with torch.device(device):  # straight onto the device in its dtype: no float32 copy of 7B weights
-            model = LlamaForCausalLM(cfg).to(dtype=getattr(torch, dtype))
+            model = AutoModelForCausalLM.from_config(cfg, dtype=getattr(torch, dtype))
         return model.eval(), RandomTokenizer(), "random-llama2-7b"
     if name == "random-1b":  # a random-initialised ~1B LLaMA with SmolLM2's tokenizer (GPU benchmark)
         from transformers import LlamaConfig, LlamaForCausalLM
@@ -385,9 +386,14 @@ def bench_eval_paths(peft_model, tok, device, n, prompt_tokens, new_tokens, batc
     rows = prompts[:batch]
     before, r_before, p_before = run(rows, batch, BEFORE)
     after, r_after, p_after = run(rows, batch, Decoding())
-    result = {"bench": "eval_paths", "prompt_tokens": [min(lengths), max(lengths)], "new_tokens": new_tokens,
+    # the KV cache layout alone: today's path with the cache grown by concatenation again
+    _, r_grown, p_grown = run(rows, batch, Decoding(preallocate=False))
+    result = {"bench": "eval_paths", "attention": getattr(peft_model.config, "_attn_implementation", None),
+              "prompt_tokens": [min(lengths), max(lengths)], "new_tokens": new_tokens,
               "batch": batch, "rows_per_s_before": r_before, "peak_gib_before": p_before,
               "rows_per_s_after_same_batch": r_after, "peak_gib_after_same_batch": p_after,
+              "rows_per_s_after_same_batch_cache_by_concatenation": r_grown,
+              "peak_gib_after_same_batch_cache_by_concatenation": p_grown,
               "identical_rows_same_batch": sum(a.token_ids == b.token_ids for a, b in zip(after, before)),
               "rows_same_batch": len(rows)}
     print(json.dumps(result), flush=True)

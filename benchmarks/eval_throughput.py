@@ -196,12 +196,12 @@ def main() -> None:
         "cpu_seconds": {k: round(v["cpu_seconds"], 1) for k, v in totals.items()},
         "per_task": per_task,
     }
+    print(json.dumps({k: v for k, v in result.items() if k != "per_task"}))
     out = REPO / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.section:
         result = {**(json.loads(out.read_text()) if out.exists() else {}), args.section: result}
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if k not in ("per_task", args.section)}))
 
 
 if __name__ == "__main__":

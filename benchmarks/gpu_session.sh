@@ -17,7 +17,8 @@
 #   7. evaluation before and after issue 31 on a random LLaMA-2-7B (its exact shapes, bf16, a random
 #      LoRA on q/v) at 512 new tokens, prompts of 512-1024 random tokens, no EOS (every row runs
 #      to 512): rows/s and peak memory of the path before (Decoding BEFORE) at batch 16, of today's
-#      path at batch 16 (rows identical to before, of 16), and of today's path at the batch
+#      path at batch 16 (rows identical to before, of 16; and with the KV cache grown by concatenation,
+#      the layout alone), and of today's path at the batch
 #      fit_batch_size chooses for an 80 GB card (--memory-limit-gib 79); generation-*-eval.json;
 #   6. step 2's shared-prefix part alone, after the packed layout (sers.prefix_packing): training
 #      tokens/s of the plain, two-pass and packed layouts and of the one chosen per batch, on the ~1B
@@ -201,8 +202,8 @@ export -f step1 step2 step3 step4 step5 step6 step7
 #   --batch 4 --new-tokens 8 --reference-rows 2 --prefix-task pos sa" BENCH7B_ARGS="--model random-1b \
 #   --tokenizer /tmp/r/tokenizer --random-hidden 64 --random-layers 2 --rows 8 --batch 4 --new-tokens 8 \
 #   --only blend_ends prefix --prefix-task pos" STEPS="1 6 4 5 2 3" bash benchmarks/gpu_session.sh
-# Issue 31's default "1 7 6 3" (estimates, not yet run): 1 about 20 s; 7 about 60-90 s (a 7B build,
-# 512 decoding steps at batch 16 twice and once at the fitted batch, each after a 2-token warm-up);
+# Issue 31's default "1 7 6 3" (estimates, not yet run): 1 about 20 s; 7 about 60-100 s (a 7B build,
+# 512 decoding steps at batch 16 three times and once at the fitted batch, each after a 2-token warm-up);
 # 6 ran 64 s for its shared-prefix part on an H200, with layout_shapes about 90 s; 3 took 160 s.
 declare -A LIMIT=([1]=30 [2]=200 [3]=170 [4]=210 [5]=150 [6]=110 [7]=150)
 for n in $STEPS; do
