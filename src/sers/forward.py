@@ -188,10 +188,11 @@ MIN_SKIP_TOKENS = 16
 
 
 def _skippable_linears(model) -> list[torch.nn.Linear]:
-    """The linear layers of the decoder blocks (not the LM head, not LoRA's own A and B matrices)."""
+    """The linear layers of the decoder blocks (not the LM head, not LoRA's own A and B matrices, not a
+    layer whose forward is already replaced on the instance, as accelerate's offloading hooks do)."""
     head = model.get_output_embeddings()
     return [m for name, m in model.named_modules()
-            if type(m) is torch.nn.Linear and m is not head and "lora_" not in name]
+            if type(m) is torch.nn.Linear and m is not head and "lora_" not in name and "forward" not in m.__dict__]
 
 
 @contextlib.contextmanager
