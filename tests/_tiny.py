@@ -43,6 +43,36 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny(tmp_path_factory)
 
 
+@pytest.fixture(scope="module", name="tok")
+def tiny_tokenizer(tiny_model_dir):
+    from sers.models import load_tokenizer
+
+    return load_tokenizer(str(tiny_model_dir))
+
+
+@pytest.fixture(scope="module", name="model")
+def lively_model(tiny_model_dir):
+    """The tiny model with varied greedy continuations (`liven`), in eval mode."""
+    from sers.models import load_model
+
+    return liven(load_model(str(tiny_model_dir), device="cpu")).eval()
+
+
+@pytest.fixture(scope="module", name="lora_model")
+def lively_lora_model(tiny_model_dir):
+    """θt = the lively base + a LoRA adapter with random weights (so θt ≠ θ0)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from sers.models import load_model
+
+    base = liven(load_model(str(tiny_model_dir), device="cpu"))
+    torch.manual_seed(0)
+    peft_model = get_peft_model(base, LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=16, lora_dropout=0.0,
+                                                 target_modules=["q_proj", "v_proj"]))
+    return randomise_lora(peft_model, std=0.4).eval()
+
+
 def liven(model, std: float = 0.2, seed: int = 1):
     """Re-draw the transformer blocks' matrices with a larger std, in place.
 

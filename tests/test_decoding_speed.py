@@ -37,7 +37,7 @@ from sers.generation import (  # noqa: E402
     rows_to_keep,
 )
 
-from _tiny import liven, randomise_lora, task_prompts, tiny_model_dir  # noqa: E402,F401
+from _tiny import lively_lora_model, lively_model, task_prompts, tiny_model_dir, tiny_tokenizer  # noqa: E402,F401
 
 # ---- the path before, frozen at 73d326b ------------------------------------------------------------
 
@@ -138,33 +138,6 @@ def reference_generate(model, tokenizer, prompts, sampling, batch_size=8, seed=0
 
 
 # ---- fixtures ---------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def tok(tiny_model_dir):
-    from sers.models import load_tokenizer
-
-    return load_tokenizer(str(tiny_model_dir))
-
-
-@pytest.fixture(scope="module")
-def model(tiny_model_dir):
-    from sers.models import load_model
-
-    return liven(load_model(str(tiny_model_dir), device="cpu")).eval()
-
-
-@pytest.fixture(scope="module")
-def lora_model(tiny_model_dir):
-    from peft import LoraConfig, get_peft_model
-
-    from sers.models import load_model
-
-    base = liven(load_model(str(tiny_model_dir), device="cpu"))
-    torch.manual_seed(0)
-    peft_model = get_peft_model(base, LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=16, lora_dropout=0.0,
-                                                 target_modules=["q_proj", "v_proj"]))
-    return randomise_lora(peft_model, std=0.4).eval()
-
 
 @pytest.fixture(scope="module")
 def prompts(tok):
