@@ -11,7 +11,8 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+# src/ beside rules/: found from either entry point (Snakefile or workflow/Snakefile)
+sys.path.insert(0, str(Path(workflow.current_basedir).parent / "src"))
 
 from sers.config import (
     apply_user_experiment,
@@ -23,8 +24,8 @@ from sers.errors import SersError
 
 FULL_DATA_HINT = (
     "Build the full data from a Super-NaturalInstructions checkout with "
-    "`make data SUPERNI=/path/to/natural-instructions OUT=data/ni-c012` and run with "
-    "`--config data.dir=data/ni-c012` (README, 'Full data from SuperNI')."
+    "`make data SUPERNI=/path/to/natural-instructions OUT=data/ni-c012`, then run with a layer file "
+    "that says `data: {dir: data/ni-c012}` (`--configfile full-data.yaml`; docs/data.md)."
 )
 
 try:
