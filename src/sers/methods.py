@@ -1,7 +1,7 @@
 """What each method name of `methods:` rehearses or regularises: the families the DAG wires by.
 
 The rules (which jobs a method needs) and the cost estimate (`benchmarks/paper_cost.py`) both read
-these sets, so a new method is described once. The README's methods table says the same in words.
+these sets, so a new method is described once. docs/configuration.md (Methods) says the same in words.
 """
 from __future__ import annotations
 
