@@ -35,7 +35,8 @@ def main() -> None:
     snakemake = str(Path(sys.executable).parent / "snakemake")
     rows = []
     for value in args.values:
-        run = f"calibrate-{args.method}-{args.key}-{value:g}"
+        # a run name takes no "+": 1e+06 → 1e06
+        run = f"calibrate-{args.method}-{args.key}-{format(value, 'g').replace('e+', 'e')}"
         layer = REPO / "results" / run / "calibration.yaml"
         layer.parent.mkdir(parents=True, exist_ok=True)
         layer.write_text(yaml.safe_dump({"baselines": {args.method: {args.key: value}}}))
