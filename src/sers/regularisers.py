@@ -86,21 +86,28 @@ def lora_parameters(model) -> Params:
 
 
 def lora_l2_penalty(model, anchor: dict[str, torch.Tensor] | None = None, reduction: str = "mean") -> torch.Tensor:
-    """½ Σ_p reduce((p − p*)²) over the trainable LoRA matrices (a scalar tensor; 0 if there are none).
+    """½ Σ_p reduce((p − p*)²) over the model's trainable LoRA matrices (a scalar tensor; 0 if there are none).
 
     p* = 0 (the reference: ½ Σ_p mean(p²)), or `anchor[name]` — the previous stage's adapter, as in the
     SSR code's L2 baseline. `reduction` "mean" averages each matrix (the reference; its gradient per
     element is p/numel), "sum" adds its elements up.
     """
+    return l2_penalty(lora_parameters(model), anchor, reduction,
+                      device=next(model.parameters()).device)
+
+
+def l2_penalty(params: Params, anchor: dict[str, torch.Tensor] | None = None, reduction: str = "mean",
+               device: torch.device | str = "cpu") -> torch.Tensor:
+    """`lora_l2_penalty` over given (name, parameter) pairs; 0 on `device` if there are none."""
     if reduction not in PENALTY_REDUCTIONS:
         raise SersError(f"training: penalty reduction {reduction!r} is not one of {PENALTY_REDUCTIONS}")
     terms = []
-    for name, p in lora_parameters(model):
+    for name, p in params:
         diff = p.float() if anchor is None else p.float() - anchor[name].to(p.device, torch.float32)
         sq = diff.pow(2)
         terms.append(sq.mean() if reduction == "mean" else sq.sum())
     if not terms:
-        return torch.zeros((), device=next(model.parameters()).device)
+        return torch.zeros((), device=device)
     return 0.5 * torch.stack(terms).sum()
 
 
@@ -116,7 +123,7 @@ class WassersteinPenalty(Regulariser):
     reduction: str = "mean"
     scale: float = 1.0
     _anchor: dict | None = field(default=None, init=False, repr=False)
-    _model: object = field(default=None, init=False, repr=False)
+    _params: Params = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self):
         if self.anchor not in PENALTY_ANCHORS:
@@ -133,14 +140,15 @@ class WassersteinPenalty(Regulariser):
         return self.scale * self.lam * (1.0 - replay_fraction) if self.applies else 0.0
 
     def setup(self, trainable, blocks):
+        self._params = trainable
         self._anchor = {n: p.detach().clone() for n, p in trainable} if self.anchor == "previous" else None
 
-    def penalty(self, model) -> torch.Tensor:
-        self._model = model
-        return lora_l2_penalty(model, self._anchor, self.reduction)
+    def penalty(self) -> torch.Tensor:
+        """½ Σ_p reduce((p − p*)²) over the trainable LoRA matrices `setup` was given."""
+        return l2_penalty(self._params, self._anchor, self.reduction)
 
     def term(self, model, batch):
-        penalty = self.penalty(model)
+        penalty = self.penalty()
         weight = self.weight(batch.replay_fraction)
         log = {"penalty": batch.row_share * float(penalty.detach()), "lambda_eff": batch.row_share * weight}
         return (weight * (batch.row_share * penalty) if self.applies else None), log
@@ -148,7 +156,7 @@ class WassersteinPenalty(Regulariser):
     def step_term(self, step_log):
         if not step_log["lambda_eff"] > 0:
             return None
-        return step_log["lambda_eff"] * self.penalty(self._model)
+        return step_log["lambda_eff"] * self.penalty()
 
     def settings(self):
         return {"lam": self.lam, "lambda_min": self.lambda_min, "only_above_min": self.only_above_min,
