@@ -136,6 +136,8 @@ def test_deleting_a_stage_adapter_reruns_that_stage_and_what_follows_only(tiny_r
 def test_every_method_produced_its_artifacts(tiny_run):
     run = tiny_run.root / "results/tiny"
     for method in TINY_RUN_METHODS:
+        # one layout for every method's matrix, the multi-task model's one row included
+        assert (run / f"order1/{method}/matrix.csv").read_text().startswith("stage,sa,pe\n")
         if method == "mtl":
             assert (run / "mtl/stage1-all/adapter/adapter_model.safetensors").is_file()
             continue

@@ -15,7 +15,9 @@ with script_context(snakemake.log[0]) as log:
         summaries.append({**s, "order": wc.order, "method": wc.method, "path": path})
     if wc.method == "mtl":
         metrics = single_model_metrics(summaries, p.order)
-        matrix = pd.DataFrame([metrics["scores"]], index=["mtl"], columns=list(p.order))
+        # the one model, in score_matrix's layout (a "stage" column), so readers of matrix.csv need no special case
+        matrix = pd.DataFrame([metrics["scores"]], index=pd.Index(["mtl"], name="stage"),
+                              columns=pd.Index(list(p.order), name="task"))
     else:
         check_complete(summaries, p.order, p.need_all, p.need_base)
         metrics = compute_metrics(summaries, p.order)
