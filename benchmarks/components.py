@@ -59,6 +59,20 @@ def component_table(run_scores: list[dict], order: str = "order1", resamples: in
     return "\n".join(lines)
 
 
+def against_table(run_scores: list[dict], method: str = "sers", order: str = "order1", resamples: int = 2000) -> str:
+    """The Markdown table of `method` − X for every other method X, pooled over the runs that hold both
+    (replicates resampled too; a method run in one replicate only is compared within that one)."""
+    scores = [s.get(order, {}) for s in run_scores]
+    others = list(dict.fromkeys(m for s in scores if method in s for m in s if m != method))
+    lines = ["| comparison | replicates | ΔAR [95% CI], p | ΔBWT [95% CI], p |", "|---|---|---|---|"]
+    for other in others:
+        pairs = [(s[method], s[other]) for s in scores if method in s and other in s]
+        d = paired_comparison(pairs, resamples, seed=0, resample_runs=True)
+        lines.append(f"| {method} − {other} | {len(pairs)} | {format_difference(d['ar'])} | "
+                     f"{format_difference(d['bwt'])} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("runs", type=Path, nargs="+")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
-from components import component_table, run_scores_of  # benchmarks/, this script's folder
+from components import against_table, component_table, run_scores_of  # benchmarks/, this script's folder
 
 from sers.comparison import compare_methods, with_comparison_columns
 from sers.io import read_jsonl
@@ -185,7 +185,10 @@ def main() -> None:
         "replicates, then of the eval rows within each task), two-sided p; 'within noise' where it holds 0.\n\n"
         + to_markdown_table(table) + "\n\n"
         "Which component of SERS carries a difference (`benchmarks/components.py`, pooled the same way):\n\n"
-        + component_table([scores for _, scores in loaded], resamples=stats["bootstrap_resamples"]) + "\n")
+        + component_table([scores for _, scores in loaded], resamples=stats["bootstrap_resamples"]) + "\n\n"
+        "SERS against every method, pooled over the replicates that ran both (one replicate: intervals over "
+        "the eval rows only):\n\n"
+        + against_table([scores for _, scores in loaded], resamples=stats["bootstrap_resamples"]) + "\n")
     print((out_dir / "pooled.md").read_text())
 
 

@@ -45,3 +45,16 @@ def test_replicates_pool_into_one_row_with_a_two_level_interval(tmp_path):
     # each replicate alone is decisive (+10, +2 on every row); pooled, the interval spans the two seeds
     assert pooled["d_bwt_vs_seq_lo"] == pytest.approx(2.0) and pooled["d_bwt_vs_seq_hi"] == pytest.approx(10.0)
     assert "mean" not in set(table["order"])
+
+
+def test_sers_against_every_method_pools_only_the_replicates_that_ran_both(tmp_path):
+    """`ewc` ran in replicate 1 only: sers − ewc is that replicate's paired difference (+4 on every row,
+    an interval of one point); sers − seq pools both replicates (+10 and +2 per row: the interval spans them)."""
+    rep1 = write_run(tmp_path / "r1", {"seq": [60, 70, 60, 70], "sers": [70, 80, 70, 80], "ewc": [66, 76, 66, 76]})
+    rep2 = write_run(tmp_path / "r2", {"seq": [60, 70, 60, 70], "sers": [62, 72, 62, 72]})
+    table = forgetting.against_table([forgetting.run_scores_of(rep1)[1], forgetting.run_scores_of(rep2)[1]],
+                                     resamples=400)
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:] for line in table.splitlines()[2:]}
+    assert set(rows) == {"sers − seq", "sers − ewc"}
+    assert rows["sers − ewc"][0] == "1" and rows["sers − ewc"][2].startswith("+4.00 [+4.00, +4.00]")
+    assert rows["sers − seq"][0] == "2" and rows["sers − seq"][2].startswith("+6.00 [+2.00, +10.00]")
