@@ -46,7 +46,7 @@ def run_scores_of(run: Path) -> tuple[dict, dict]:
     return by_order, scores
 
 
-def component_table(run_scores: list[dict], order: str = "order1", resamples: int = 2000) -> str:
+def component_table(run_scores: list[dict], order: str = "order1", resamples: int = 2000, seed: int = 0) -> str:
     """The Markdown table of every PAIRS comparison whose two methods every run holds (`run_scores`: the
     second item of `run_scores_of` for each run)."""
     scores = [s.get(order, {}) for s in run_scores]
@@ -54,20 +54,22 @@ def component_table(run_scores: list[dict], order: str = "order1", resamples: in
     for method, baseline, what in PAIRS:
         if not all(method in s and baseline in s for s in scores):
             continue
-        d = paired_comparison([(s[method], s[baseline]) for s in scores], resamples, seed=0, resample_runs=True)
+        d = paired_comparison([(s[method], s[baseline]) for s in scores], resamples, seed=seed, resample_runs=True)
         lines.append(f"| {method} − {baseline} | {what} | {format_difference(d['ar'])} | {format_difference(d['bwt'])} |")
     return "\n".join(lines)
 
 
-def against_table(run_scores: list[dict], method: str = "sers", order: str = "order1", resamples: int = 2000) -> str:
+def against_table(run_scores: list[dict], method: str = "sers", order: str = "order1", resamples: int = 2000,
+                  seed: int = 0) -> str:
     """The Markdown table of `method` − X for every other method X, pooled over the runs that hold both
-    (replicates resampled too; a method run in one replicate only is compared within that one)."""
+    (replicates resampled too; a method run in one replicate only is compared within that one). With the
+    methods table's seed, `method` − a baseline of that table gets the same interval there and here."""
     scores = [s.get(order, {}) for s in run_scores]
     others = list(dict.fromkeys(m for s in scores if method in s for m in s if m != method))
     lines = ["| comparison | replicates | ΔAR [95% CI], p | ΔBWT [95% CI], p |", "|---|---|---|---|"]
     for other in others:
         pairs = [(s[method], s[other]) for s in scores if method in s and other in s]
-        d = paired_comparison(pairs, resamples, seed=0, resample_runs=True)
+        d = paired_comparison(pairs, resamples, seed=seed, resample_runs=True)
         lines.append(f"| {method} − {other} | {len(pairs)} | {format_difference(d['ar'])} | "
                      f"{format_difference(d['bwt'])} |")
     return "\n".join(lines)

@@ -185,10 +185,11 @@ def main() -> None:
         "replicates, then of the eval rows within each task), two-sided p; 'within noise' where it holds 0.\n\n"
         + to_markdown_table(table) + "\n\n"
         "Which component of SERS carries a difference (`benchmarks/components.py`, pooled the same way):\n\n"
-        + component_table([scores for _, scores in loaded], resamples=stats["bootstrap_resamples"]) + "\n\n"
+        + component_table([scores for _, scores in loaded], resamples=stats["bootstrap_resamples"], seed=base_seed)
+        + "\n\n"
         "SERS against every method, pooled over the replicates that ran both (one replicate: intervals over "
         "the eval rows only):\n\n"
-        + against_table([scores for _, scores in loaded], resamples=stats["bootstrap_resamples"]) + "\n")
+        + against_table([scores for _, scores in loaded], resamples=stats["bootstrap_resamples"], seed=base_seed) + "\n")
     print((out_dir / "pooled.md").read_text())
 
 
