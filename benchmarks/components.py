@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from sers.comparison import format_difference, paired_comparison, run_scores
+from sers.comparison import bwt_interval, format_difference, paired_comparison, run_scores
 from sers.io import read_jsonl
 
 PAIRS = [
@@ -72,6 +72,19 @@ def against_table(run_scores: list[dict], method: str = "sers", order: str = "or
         d = paired_comparison(pairs, resamples, seed=seed, resample_runs=True)
         lines.append(f"| {method} − {other} | {len(pairs)} | {format_difference(d['ar'])} | "
                      f"{format_difference(d['bwt'])} |")
+    return "\n".join(lines)
+
+
+def forgetting_table(run_scores: list[dict], order: str = "order1", resamples: int = 2000, seed: int = 0) -> str:
+    """The Markdown table of every method's own BWT with its 95 % interval, pooled over the runs that
+    hold it (replicates resampled too): which methods forget at all."""
+    scores = [s.get(order, {}) for s in run_scores]
+    lines = ["| method | replicates | BWT [95% CI], p |", "|---|---|---|"]
+    for method in dict.fromkeys(m for s in scores for m in s):
+        runs = [s[method] for s in scores if method in s]
+        d = bwt_interval(runs, resamples, seed)
+        if d is not None:
+            lines.append(f"| {method} | {len(runs)} | {format_difference(d)} |")
     return "\n".join(lines)
 
 

@@ -24,7 +24,12 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
-from components import against_table, component_table, run_scores_of  # benchmarks/, this script's folder
+from components import (  # benchmarks/, this script's folder
+    against_table,
+    component_table,
+    forgetting_table,
+    run_scores_of,
+)
 
 from sers.comparison import compare_methods, with_comparison_columns
 from sers.io import read_jsonl
@@ -184,6 +189,10 @@ def main() -> None:
         f"baseline, 95% interval of a two-level paired bootstrap ({stats['bootstrap_resamples']} resamples of the "
         "replicates, then of the eval rows within each task), two-sided p; 'within noise' where it holds 0.\n\n"
         + to_markdown_table(table) + "\n\n"
+        "Does each method forget? Its BWT with a 95% interval of the same two-level bootstrap (per-row "
+        "differences a[n][i] − a[i][i]; one replicate: over the eval rows only):\n\n"
+        + forgetting_table([scores for _, scores in loaded], resamples=stats["bootstrap_resamples"], seed=base_seed)
+        + "\n\n"
         "Which component of SERS carries a difference (`benchmarks/components.py`, pooled the same way):\n\n"
         + component_table([scores for _, scores in loaded], resamples=stats["bootstrap_resamples"], seed=base_seed)
         + "\n\n"

@@ -8,6 +8,7 @@ import pytest
 
 from sers.comparison import (
     RunScores,
+    bwt_interval,
     compare_methods,
     format_difference,
     paired_bwt_se,
@@ -138,3 +139,17 @@ def test_resampling_replicates_widens_the_interval_when_seeds_disagree():
     out = compare_methods({"o1": {"seq": base, "sers": up}, "o1-rep2": {"seq": base, "sers": base}}, ["seq"],
                           n_resamples=400, seed=2, groups=groups, resample_replicates=False)
     assert not out[("o1 (mean of 2 replicates)", "sers")]["seq"]["ar"]["within_noise"]
+
+
+def test_bwt_interval_is_the_bwt_with_a_two_level_interval():
+    """Two replicates forgetting 10 and 2 points on every row: BWT −6, interval spanning the two; one
+    replicate forgetting 0 on every row: 0, within noise; a run without BWT (mtl): None."""
+    def run(drop: float, learnt: bool = True) -> RunScores:
+        rows = {f"r{i}": 80.0 for i in range(6)}
+        return RunScores(order=["a", "b"], final={"a": {k: v - drop for k, v in rows.items()}, "b": rows},
+                         learnt={"a": rows, "b": rows} if learnt else None)
+    d = bwt_interval([run(10), run(2)], n_resamples=400, seed=0)
+    assert d["diff"] == pytest.approx(-6.0) and d["ci"] == pytest.approx([-10.0, -2.0])
+    assert not d["within_noise"]
+    assert bwt_interval([run(0)], n_resamples=50)["within_noise"]
+    assert bwt_interval([run(0, learnt=False)]) is None

@@ -132,6 +132,25 @@ def paired_comparison(pairs: Sequence[tuple[RunScores, RunScores]], n_resamples:
     return result
 
 
+def bwt_interval(runs: Sequence[RunScores], n_resamples: int = 2000, seed: int = 0, confidence: float = 0.95,
+                 resample_runs: bool = True) -> dict | None:
+    """BWT itself — does a method forget? — with a bootstrap interval over the per-row differences
+    a[n][i] − a[i][i], pooled over `runs` as `paired_comparison` pools (replicates drawn too unless
+    `resample_runs` is off). {diff (the BWT), ci, p, within_noise}; None for a run without BWT (mtl)."""
+    if not runs:
+        raise SersError("comparison: no runs for a BWT interval")
+    if any(r.learnt is None or len(r.order) < 2 for r in runs):
+        return None
+    rng = np.random.default_rng(seed)
+    points, boots = [], []
+    for run in runs:
+        terms = [np.subtract(*_aligned(task, run.final[task], run.learnt[task])) for task in run.order[:-1]]
+        indices = [rng.integers(0, len(t), size=(n_resamples, len(t))) for t in terms]
+        points.append(float(np.mean([t.mean() for t in terms])))
+        boots.append(_bootstrap_means(terms, indices))
+    return _summarise(float(np.mean(points)), _pool(boots, rng, resample_runs), confidence)
+
+
 def format_difference(d: dict | None) -> str:
     """"+1.23 [−0.50, 2.96], p 0.17 (within noise)" for a table cell; "—" when there is none."""
     if not d:
