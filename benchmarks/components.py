@@ -7,6 +7,8 @@ task, as the methods table does; with several run folders — replicates — poo
 replicates resampled too): sers − sers-noreg is the penalty's effect, sers − sers-nose
 self-evolution's, sers − sers-icl the masked-infill inputs' against SSR's ICL inputs, sers-icl − ssr
 evolution + penalty on SSR's own inputs, sers-anchor − sers the anchored, summed penalty's.
+`forgetting.py` also writes, pooled the same way, `forgetting_table` (each method's own BWT: does it
+forget?) and `against_table` (sers − every other method).
 """
 from __future__ import annotations
 
