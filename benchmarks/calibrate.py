@@ -39,12 +39,16 @@ def run_name(method: str, key: str, value: float) -> str:
 def share_first_stage(first_run: Path, run: Path) -> list[Path]:
     """Copy `first_run`'s shared stage-1 folders (`<order>/stage1-<task>/`) into `run`, keeping the
     files' modification times so Snakemake finds them up to date; a folder `run` already has is left
-    as it is. Returns the folders copied."""
+    as it is. Each folder is copied beside its place and then renamed, so an interrupted copy leaves no
+    half-copied stage 1 that Snakemake would take for finished. Returns the folders copied."""
     copied = []
     for stage1 in sorted(first_run.glob("*/stage1-*/")):
         target = run / stage1.relative_to(first_run)
         if (stage1 / "adapter").is_dir() and not target.exists():
-            shutil.copytree(stage1, target, copy_function=shutil.copy2)
+            partial = target.with_name(target.name + ".partial")
+            shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted copy
+            shutil.copytree(stage1, partial, copy_function=shutil.copy2)
+            partial.rename(target)
             copied.append(target)
     return copied
 

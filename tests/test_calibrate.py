@@ -31,6 +31,16 @@ def test_later_runs_copy_the_first_runs_shared_stage_1_only(tmp_path):
     assert weights.read_text() == "weights" and weights.stat().st_mtime == 1_000_000  # Snakemake: up to date
     assert (run / "order1/stage1-sa/eval/sa.json").stat().st_mtime == 1_000_100
     assert not (run / "order1/ewc").exists() and not (run / "order2").exists()
+    assert not list(run.rglob("*.partial"))
+
+
+def test_an_interrupted_copy_is_replaced_not_taken_for_finished(tmp_path):
+    first, run = tmp_path / "first", tmp_path / "run"
+    touch(first / "order1/stage1-sa/adapter/a", "first", 1_000_000)
+    touch(run / "order1/stage1-sa.partial/adapter/half", "half", 2_000_000)
+    assert calibrate.share_first_stage(first, run) == [run / "order1/stage1-sa"]
+    assert sorted(p.name for p in (run / "order1/stage1-sa/adapter").iterdir()) == ["a"]
+    assert not (run / "order1/stage1-sa.partial").exists()
 
 
 def test_a_stage_1_the_run_already_has_is_left_as_it_is(tmp_path):
